@@ -1,0 +1,322 @@
+"""Frozen configuration dataclasses, loaded from YAML with command-line ``key=value`` overrides.
+
+A run's whole configuration is one :class:`Config`. YAML maps onto it section by section::
+
+    model:
+      preset: tiny          # configs/model/tiny.yaml gives the base values ...
+      n_text_layer: 2       # ... and any key written here overrides them
+    optim:
+      lr: 1.0e-3
+
+Overrides use dotted paths and YAML syntax for values: ``optim.lr=3e-4 data.train=[a.jsonl.gz,b.jsonl.gz]``.
+Every key is checked against the dataclass fields and every value against the field's type, so a
+typo is an error naming the key and the file it came from, never a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+MODEL_PRESET_DIR = CONFIG_DIR / "model"
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that does not fit the dataclasses."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network's shape (Whisper's dimensions, without the vocabulary size, which the tokenizer
+    sets) and options that change which parameters exist."""
+
+    preset: str | None = None  # a name in configs/model/ or a path to a YAML file of these keys
+    n_mels: int = 80
+    n_audio_ctx: int = 1500  # encoder positions: 30 s at 50 per second
+    n_audio_state: int = 384
+    n_audio_head: int = 6
+    n_audio_layer: int = 4
+    n_text_ctx: int = 448  # decoder positions
+    n_text_state: int = 384
+    n_text_head: int = 6
+    n_text_layer: int = 4
+    ctc_head: bool = False  # a linear CTC head on the encoder output (joint CTC/attention training)
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """How audio becomes the encoder's input."""
+
+    # Whisper always pads the input to 30 s; without padding a batch of 3 s clips costs 3 s of encoder work.
+    pad_to_30s: bool = False
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """The SentencePiece text vocabulary trained from the manifests' text."""
+
+    path: str | None = None  # an existing .model file; trained from the training text when absent
+    vocab_size: int = 4000  # text pieces; Whisper's special tokens come on top
+    model_type: Literal["unigram", "bpe"] = "unigram"
+    character_coverage: float = 0.9995
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which manifests feed training and validation, and how batches are formed."""
+
+    train: tuple[str, ...] = ()  # lhotse CutSet manifests (.jsonl.gz) or Shar directories
+    dev: tuple[str, ...] = ()
+    max_duration: float = 200.0  # seconds of audio per batch
+    quadratic_duration: float | None = None  # lhotse: a cut of this many seconds counts double
+    num_buckets: int = 10
+    num_workers: int = 2
+    # How a cut becomes a decoder sequence (asr.data.sequence): the chance of each form.
+    timestamp_rate: float = 0.5  # timestamp tokens around each segment, else <|notimestamps|>
+    prompt_rate: float = 0.5  # <|startofprev|> + the previous window's text, where there is one
+    translate_rate: float = 0.5  # X->English translation, for cuts that carry a translation
+    max_prompt_tokens: int = 223  # Whisper's limit: half the decoder context, less one
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with warm-up then decay, and the loss's weights."""
+
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    weight_decay: float = 0.1
+    warmup_steps: int = 500
+    max_steps: int = 10000
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    grad_clip: float = 1.0
+    label_smoothing: float = 0.1
+    ctc_weight: float = 0.0  # 0 disables the CTC loss
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The run: where it writes, how often it logs, validates and saves, and its numerics."""
+
+    output_dir: str = "runs/default"
+    seed: int = 1234
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    zero_stage: Literal[0, 1, 2, 3] = 0
+    grad_accum: int = 1
+    activation_checkpointing: bool = False
+    compile: bool = False
+    log_every: int = 10
+    eval_every: int = 500
+    save_every: int = 500
+    keep_last: int = 2
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML config (or start from the defaults), apply ``key=value`` overrides, and validate."""
+    raw: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        raw = _read_yaml(Path(path))
+    for item in overrides:
+        key, value = _parse_override(item)
+        _set_dotted(raw, key, value)
+    sources = {"": source}
+    for item in overrides:
+        sources[item.partition("=")[0].strip()] = f"override {item!r}"
+    return from_dict(Config, _expand_model_preset(raw, source), sources)
+
+
+def from_dict(cls: type, raw: Mapping[str, Any], sources: Mapping[str, str] | None = None, prefix: str = ""):
+    """Build dataclass ``cls`` from a mapping, checking every key and value type.
+
+    ``sources`` maps dotted keys to where they came from (a file or an override) for error messages.
+    """
+    sources = sources or {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{_where(prefix, sources)}: expected a mapping of keys for {prefix or 'the config'}, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(
+                f"{_where(dotted, sources)}: unknown key {dotted!r}; "
+                f"valid keys{' under ' + prefix[:-1] if prefix else ''}: {', '.join(sorted(names))}"
+            )
+        kwargs[key] = _coerce(value, hints[key], dotted, sources)
+    return cls(**kwargs)
+
+
+def to_dict(config) -> dict[str, Any]:
+    """A plain, YAML- and checkpoint-safe dict (tuples become lists)."""
+    return _plain(dataclasses.asdict(config))
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write the resolved config, which :func:`load_config` reads back to an equal Config."""
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def model_preset(name: str) -> ModelConfig:
+    """The ModelConfig of a preset in configs/model/ (``tiny``, ``base``, ..., ``demo``)."""
+    source = str(_preset_path(name, "<preset>"))
+    return from_dict(ModelConfig, _expand_model_preset({"model": {"preset": name}}, source)["model"],
+                     {"": source}, "model.")
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config ({e.strerror or e})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    return raw
+
+
+def _preset_path(name: str, source: str) -> Path:
+    candidate = Path(name)
+    if candidate.suffix in (".yaml", ".yml") and candidate.exists():
+        return candidate
+    preset = MODEL_PRESET_DIR / f"{name}.yaml"
+    if not preset.exists():
+        known = ", ".join(sorted(p.stem for p in MODEL_PRESET_DIR.glob("*.yaml")))
+        raise ConfigError(f"{source}: unknown model preset {name!r}; known presets: {known}")
+    return preset
+
+
+def _expand_model_preset(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """Replace ``model.preset`` by the preset's values, with the keys written beside it on top."""
+    model = raw.get("model")
+    if not isinstance(model, dict) or model.get("preset") is None:
+        return raw
+    preset_file = _preset_path(str(model["preset"]), source)
+    preset = _read_yaml(preset_file)
+    if "preset" in preset:
+        raise ConfigError(f"{preset_file}: a preset cannot name another preset")
+    # Validate the preset on its own so that a bad key names the preset file.
+    from_dict(ModelConfig, preset, {"": str(preset_file)}, "model.")
+    return {**raw, "model": {**preset, **model}}
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {item!r}: expected key=value, e.g. optim.lr=3e-4")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {item!r}: value is not valid YAML: {e}") from None
+    return key, value
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    node = raw
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {key}: {'.'.join(parts[: i + 1])} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _where(dotted: str, sources: Mapping[str, str]) -> str:
+    return sources.get(dotted) or sources.get("", "<config>")
+
+
+def _coerce(value: Any, hint: Any, dotted: str, sources: Mapping[str, str]) -> Any:
+    """Check ``value`` against the type hint, converting only where no information is lost."""
+
+    def fail(expected: str) -> typing.NoReturn:
+        raise ConfigError(f"{_where(dotted, sources)}: {dotted} must be {expected}, got {value!r}")
+
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, sources, f"{dotted}.")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, dotted, sources)
+            except ConfigError as e:
+                errors.append(e)
+        raise errors[0]
+    if origin is Literal:
+        if value in args and type(value) in {type(a) for a in args}:
+            return value
+        fail("one of " + ", ".join(repr(a) for a in args))
+    if origin in (tuple, list):
+        variable_length = origin is list or (len(args) == 2 and args[1] is Ellipsis)
+        if variable_length and value is not None and not isinstance(value, (list, tuple)):
+            value = [value]  # a single manifest needs no brackets: data.train=cuts.jsonl.gz
+        if not isinstance(value, (list, tuple)):
+            fail("a list")
+        if not variable_length:
+            if len(value) != len(args):
+                fail(f"a list of {len(args)} values")
+            return tuple(_coerce(v, a, f"{dotted}[{i}]", sources) for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        items = [_coerce(v, item, f"{dotted}[{i}]", sources) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        fail("true or false")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        fail("an integer")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 3e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        fail("a number")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        fail("a string")
+    raise ConfigError(f"{_where(dotted, sources)}: {dotted} has a type the loader does not know: {hint}")
