@@ -1,0 +1,22 @@
+"""The data side: from the files a user has to batches the trainer eats.
+
+Manifests are lhotse CutSets (``.jsonl.gz``) under ``manifests/<corpus>/``; any lhotse tool opens them.
+What this project puts in them:
+
+Supervision (one timed speech segment; ``lhotse.SupervisionSegment``)
+    ``text``        the transcript as given (weak: it may be wrong)
+    ``language``    an ISO 639-1 code from ``asr.tokenizer.LANGUAGES`` ("en", "de", "zh", ...)
+    ``custom``      ``translation``: the English translation of ``text``, where known (X->English pairs);
+                    ``source``: where the label came from ("folder", "tsv", "kaldi", "lhotse", "demo");
+                    ``weak``: True unless the label is known to be verified.
+
+Cut (one training example of at most 30 s; ``lhotse.MonoCut``)
+    ``supervisions``  the segments inside the cut, times relative to the cut's start
+    ``custom``        ``prev_text``: the text of the window before it in the same recording, for
+                      ``<|startofprev|>`` prompts; ``nospeech``: True for a cut with no speech (it then has
+                      no supervisions); ``dropped_by``: the cleaning rule that dropped it (dropped sets only).
+
+The synthetic demo corpus also records the truth of each label it corrupted, in the supervision's
+``custom``: ``corruption`` (None or the kind), ``true_text`` and ``true_language``, so that the
+cleaning rules' precision and recall can be measured.
+"""
