@@ -83,6 +83,16 @@ class DataConfig:
     prompt_rate: float = 0.5  # <|startofprev|> + the previous window's text, where there is one
     translate_rate: float = 0.5  # X->English translation, for cuts that carry a translation
     max_prompt_tokens: int = 223  # Whisper's limit: half the decoder context, less one
+    language_temperature: float = 1.0  # sample language l with p ~ n_l ** (1 / T): 1 keeps the data's mix
+    nospeech_rate: float = 1.0  # the share of no-speech cuts kept for training
+    # Augmentation, training only.
+    spec_augment: bool = True
+    n_freq_masks: int = 2
+    freq_mask_width: int = 27  # mel bins, at most
+    n_time_masks: int = 2
+    time_mask_width: int = 40  # mel frames (10 ms each), at most
+    speed_perturb: tuple[float, ...] = ()  # e.g. [0.9, 1.1]: each cut is sped up or down by one of these...
+    speed_perturb_rate: float = 0.0  # ... with this chance
 
 
 @dataclass(frozen=True)
