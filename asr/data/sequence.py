@@ -17,6 +17,7 @@ rates in ``DataConfig`` with the caller's random generator, so a seeded loader i
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from lhotse.cut import Cut
@@ -112,3 +113,14 @@ def _timed_body(cut: Cut, supervisions, texts: list[str], tokenizer: Tokenizer) 
 
 def _on_grid(seconds: float) -> float:
     return round(seconds / TIME_PRECISION) * TIME_PRECISION
+
+
+def manifest_texts(cutsets: Iterable) -> Iterator[str]:
+    """Every transcript and English translation, written as the decoder sees them (" text")."""
+    for cuts in cutsets:
+        for cut in cuts:
+            for supervision in cut.supervisions:
+                yield " " + supervision.text.strip()
+                translation = (supervision.custom or {}).get("translation")
+                if translation:
+                    yield " " + translation.strip()

@@ -1,0 +1,136 @@
+"""``asr-prepare``: manifests from the files people have, then windows, cleaning, shards, vocabulary.
+
+    asr-prepare folder DIR --out manifests/mine [--language de]
+    asr-prepare tsv validated.tsv --out manifests/cv-de              # Common Voice as it comes
+    asr-prepare kaldi data/train --out manifests/kaldi [--language en]
+    asr-prepare lhotse cuts.jsonl.gz --out manifests/theirs
+    asr-prepare recipe librispeech /data/LibriSpeech --out manifests/librispeech [--download]
+    asr-prepare shar manifests/mine/cuts.jsonl.gz --out shards/mine
+    asr-prepare tokenizer manifests/*/cuts.jsonl.gz --out tokenizer.model --vocab-size 4000
+
+Every import writes ``cuts.jsonl.gz`` (long recordings already cut into 30 s windows unless
+``--no-window``) and ``import_report.md`` / ``.json`` accounting for every item seen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lhotse import CutSet
+
+from asr.data import importers
+from asr.data.dataset import export_shar, open_cuts
+from asr.data.windows import window_cuts
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (importers.DataImportError, FileNotFoundError, ValueError) as e:
+        print(f"asr-prepare: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="asr-prepare", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def importer(name: str, help: str, source_help: str):
+        command = commands.add_parser(name, help=help)
+        command.add_argument("source", type=Path, help=source_help)
+        command.add_argument("--out", type=Path, required=True, help="output folder, e.g. manifests/<corpus>")
+        command.add_argument("--language", help="language of items that do not name one (ISO code)")
+        command.add_argument("--no-window", action="store_true", help="keep long recordings whole")
+        command.add_argument("--max-duration", type=float, default=30.0, help="window length in seconds")
+        return command
+
+    importer("folder", "audio files with same-stem .txt/.srt/.vtt transcripts", "the folder").set_defaults(
+        run=lambda a: _import(a, importers.import_folder(a.source, language=a.language)))
+    tsv = importer("tsv", "a TSV/CSV of path, text, language[, translation]", "the table")
+    tsv.add_argument("--audio-root", type=Path, help="folder the paths are relative to")
+    tsv.set_defaults(run=lambda a: _import(a, importers.import_tsv(a.source, a.audio_root, a.language)))
+    importer("kaldi", "a Kaldi data folder", "the data folder").set_defaults(
+        run=lambda a: _import(a, importers.import_kaldi(a.source, language=a.language)))
+    importer("lhotse", "an existing lhotse CutSet manifest", "the manifest").set_defaults(
+        run=lambda a: _import(a, importers.import_lhotse(a.source, language=a.language)))
+
+    recipe = commands.add_parser("recipe", help="a corpus that a lhotse recipe prepares, by name")
+    recipe.add_argument("name", help="lhotse recipe name, e.g. librispeech, commonvoice, yesno")
+    recipe.add_argument("corpus_dir", type=Path)
+    recipe.add_argument("--out", type=Path, required=True)
+    recipe.add_argument("--language")
+    recipe.add_argument("--download", action="store_true", help="download the corpus first (needs network)")
+    recipe.add_argument("--no-window", action="store_true")
+    recipe.add_argument("--max-duration", type=float, default=30.0)
+    recipe.set_defaults(run=_recipe)
+
+    shar = commands.add_parser("shar", help="export cuts with their audio to lhotse Shar shards")
+    shar.add_argument("cuts", type=Path)
+    shar.add_argument("--out", type=Path, required=True)
+    shar.add_argument("--shard-size", type=int, default=1000, help="cuts per shard")
+    shar.set_defaults(run=_shar)
+
+    tokenizer = commands.add_parser("tokenizer", help="train the SentencePiece vocabulary on manifests' text")
+    tokenizer.add_argument("cuts", type=Path, nargs="+")
+    tokenizer.add_argument("--out", type=Path, required=True, help="the .model file to write")
+    tokenizer.add_argument("--vocab-size", type=int, default=4000)
+    tokenizer.add_argument("--model-type", choices=["unigram", "bpe"], default="unigram")
+    tokenizer.set_defaults(run=_tokenizer)
+    return parser
+
+
+def _import(args, result: importers.ImportResult) -> int:
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = {"import": result.report.to_dict()}
+    markdown = result.report.to_markdown()
+    cuts = result.cuts
+    if not args.no_window:
+        cuts, windows = window_cuts(cuts, max_duration=args.max_duration)
+        report["windows"] = windows.to_dict()
+        markdown += (f"\n\n## Windows of at most {args.max_duration:g} s\n\n{windows.windowed} long recordings "
+                     f"became {windows.windows} windows; {windows.passed} cuts passed unchanged; "
+                     f"{len(windows.skipped)} segments left out.\n")
+        for skipped in windows.skipped:
+            markdown += f"- {skipped.reason}: {skipped.where} {skipped.detail}\n"
+    cuts.to_file(args.out / "cuts.jsonl.gz")
+    (args.out / "import_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    (args.out / "import_report.md").write_text(markdown)
+    print(f"{result.report.imported} imported, {len(result.report.skipped)} skipped -> {args.out / 'cuts.jsonl.gz'}")
+    print(f"report: {args.out / 'import_report.md'}")
+    return 0
+
+
+def _recipe(args) -> int:
+    results = importers.prepare_recipe(args.name, args.corpus_dir, args.out / "lhotse", download=args.download,
+                                       language=args.language)
+    for split, result in results.items():
+        split_args = argparse.Namespace(**{**vars(args), "out": args.out / split.replace("/", "-")})
+        _import(split_args, result)
+    return 0
+
+
+def _shar(args) -> int:
+    shards = export_shar(open_cuts(args.cuts), args.out, shard_size=args.shard_size)
+    print(f"{len(shards['cuts'])} shards -> {args.out}")
+    return 0
+
+
+def _tokenizer(args) -> int:
+    from asr.data.sequence import manifest_texts
+    from asr.tokenizer import Tokenizer, train_sentencepiece
+
+    model = train_sentencepiece(manifest_texts(open_cuts(p) for p in args.cuts), vocab_size=args.vocab_size,
+                                model_type=args.model_type)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(model)
+    print(f"{Tokenizer.from_sentencepiece(model).n_text} text pieces -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

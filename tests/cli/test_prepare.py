@@ -1,0 +1,57 @@
+import json
+
+import numpy as np
+import soundfile as sf
+from lhotse import CutSet
+
+from asr.cli.prepare import main
+from asr.tokenizer import Tokenizer
+
+
+def noise(path, seconds, rate=16000):
+    sf.write(path, (0.1 * np.random.default_rng(0).standard_normal(int(seconds * rate))).astype("float32"), rate)
+
+
+def srt(cues):
+    return "\n".join(f"{i + 1}\n00:00:{a:06.3f} --> 00:00:{b:06.3f}\n{t}\n".replace(".", ",") for i, (a, b, t) in enumerate(cues))
+
+
+def test_folder_import_windows_long_recordings_and_reports(tmp_path, capsys):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    noise(folder / "short.wav", 2.0)
+    (folder / "short.txt").write_text("Guten Tag.")
+    noise(folder / "long.flac", 50.0)
+    cues = [(i * 5.0, i * 5.0 + 4.0, f"Satz Nummer {i}.") for i in range(10)]
+    (folder / "long.srt").write_text(srt(cues))
+    noise(folder / "orphan.wav", 1.0)  # no transcript: skipped and reported
+
+    assert main(["folder", str(folder), "--out", str(tmp_path / "out"), "--language", "de"]) == 0
+    cuts = CutSet.from_file(tmp_path / "out" / "cuts.jsonl.gz")
+    assert max(c.duration for c in cuts) <= 30.0
+    assert sum(len(c.supervisions) for c in cuts) == 11
+    report = json.loads((tmp_path / "out" / "import_report.json").read_text())
+    assert report["windows"]["windowed"] == 1 and report["windows"]["windows"] == 2
+    assert "audio without a transcript" in (tmp_path / "out" / "import_report.md").read_text()
+    assert "skipped" in capsys.readouterr().out
+
+
+def test_tsv_then_shar_then_tokenizer(tmp_path):
+    for i in range(3):
+        noise(tmp_path / f"a{i}.wav", 1.0)
+    (tmp_path / "list.tsv").write_text("path\tsentence\tlocale\n" + "".join(
+        f"a{i}.wav\tHallo Welt {i}.\tde\n" for i in range(3)))
+    assert main(["tsv", str(tmp_path / "list.tsv"), "--out", str(tmp_path / "m")]) == 0
+    assert main(["shar", str(tmp_path / "m" / "cuts.jsonl.gz"), "--out", str(tmp_path / "shar"),
+                 "--shard-size", "2"]) == 0
+    assert len(list((tmp_path / "shar").glob("cuts.*.jsonl.gz"))) == 2
+    assert main(["tokenizer", str(tmp_path / "m" / "cuts.jsonl.gz"), "--out", str(tmp_path / "tok.model"),
+                 "--vocab-size", "300"]) == 0
+    tokenizer = Tokenizer.from_sentencepiece((tmp_path / "tok.model").read_bytes())
+    assert tokenizer.decode(tokenizer.encode(" Hallo Welt 2.")) == " Hallo Welt 2."
+
+
+def test_bad_input_is_one_clear_message_and_exit_code_2(tmp_path, capsys):
+    assert main(["folder", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("asr-prepare: error:") and "nowhere" in error
