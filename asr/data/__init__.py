@@ -14,7 +14,10 @@ Cut (one training example of at most 30 s; ``lhotse.MonoCut``)
     ``supervisions``  the segments inside the cut, times relative to the cut's start
     ``custom``        ``prev_text``: the text of the window before it in the same recording, for
                       ``<|startofprev|>`` prompts; ``nospeech``: True for a cut with no speech (it then has
-                      no supervisions); ``dropped_by``: the cleaning rule that dropped it (dropped sets only).
+                      no supervisions); ``task``: "translate" where cleaning found English text on
+                      non-English audio (the pair trains X->English only: the words heard are unknown);
+                      ``dropped_by`` / ``dropped_reasons``: the first / every cleaning rule that fired
+                      (dropped sets only).
 
 The synthetic demo corpus also records the truth of each label it corrupted, in the supervision's
 ``custom``: ``corruption`` (None or the kind), ``true_text`` and ``true_language``, so that the

@@ -1,0 +1,706 @@
+"""Cleaning weak (audio, transcript) pairs with simple rules that are each switchable and counted.
+
+Whisper's lesson: large noisy web data trains robust models once it is cleaned by simple, measurable
+rules. ``clean_cuts`` runs the rules below over a CutSet and splits it into kept and dropped cuts;
+nothing is deleted (kept + dropped = input, by id)::
+
+    result = clean_cuts(CutSet.from_file("manifests/demo/train.jsonl.gz"), CleanConfig())
+    result.write("manifests/demo/clean")  # kept_cuts.jsonl.gz, dropped_cuts.jsonl.gz, report.md, report.json
+
+The rules, in the fixed order that decides a dropped cut's ``custom["dropped_by"]`` (the first rule
+that fired); ``custom["dropped_reasons"]`` lists every rule that fired, so each rule's reach can be
+measured on its own::
+
+    rule               a cut is dropped when ...
+    duration           it is shorter than min_duration or longer than max_duration
+    unreadable_audio   its audio cannot be loaded (off by default: it reads every file)
+    empty_text         it should have speech but has no supervision, or one without a letter or digit
+    text_too_long      its text cannot fit the decoder's context (tokens with a tokenizer, else characters)
+    speaking_rate      a supervision's characters (or tokens) per second of its own duration are outside
+                       the bounds of its language
+    upper_case         its text is all upper case            } Whisper's signs of a machine-generated
+    lower_case         its text is all lower case            } transcript; case is judged only in scripts
+    no_punctuation     a long text has no punctuation at all } that have it (Latin, Greek, Cyrillic, Armenian)
+    language_mismatch  a supervision's text is identified (py3langid) as another language than its label
+    duplicate_text     a supervision's normalised text is on more than duplicate_max_copies recordings
+
+Audio comes first (bad audio is bad whatever its text says), then whether there is a text at all,
+then its size, its style and its language; duplicates need the whole corpus, so they come last.
+No-speech cuts (``custom["nospeech"]``, no supervisions) have no text: only the two audio rules judge them.
+
+Lengths in scripts written without spaces (Chinese, Japanese, Thai, ...) are counted in characters,
+elsewhere in words; each rule with a length threshold has one of each.
+
+X->English translation pairs. Where audio labelled non-English carries a text identified as English,
+the text is a translation (subtitles in English over foreign speech), as Whisper found in its web data.
+With ``translation_pairs`` on, such a cut is kept, not dropped: every supervision gets
+``custom["translation"] = text`` (a translation already recorded there is kept) and the cut gets
+``custom["task"] = "translate"``, meaning: train it only with ``<|translate|>``, never as a transcript
+of its audio (``text`` stays as given, in English).
+A cut that mixes English with text in its labelled language is dropped as a language mismatch.
+
+Language identification. py3langid chooses among the labelled languages found in the input plus
+English (or ``lid_languages`` plus English), which sharpens the choice between them; a text in a
+language outside that set goes to its nearest candidate, so add the languages a corpus may hide to
+``lid_languages``. Before a text counts as an English translation the unrestricted model must agree,
+since among {ru, en} any German sentence is "English" with probability 1.0.
+
+Duplicates. A supervision's text is normalised by NFKC, case folding and keeping only letters and
+combining marks, so texts that differ only in case, punctuation, spacing, digits or symbols
+("Subtitles by X, episode 3" and "subtitles by X episode 4") are one group. A group found on more
+than ``duplicate_max_copies`` different recordings (subtitle boilerplate, one transcript pasted onto
+many clips) loses every copy: which copy is right, if any, is unknown. Texts shorter than
+``duplicate_min_chars`` normalised characters ("thank you very much") are never grouped. Corpora of read
+prompts, where many speakers read the same sentence (Common Voice), need this rule off or a larger
+``duplicate_max_copies``; likewise corpora normalised by design (LibriSpeech is upper case without
+punctuation) need the case and punctuation rules off.
+
+The input is read once, or twice when duplicates are checked or the language-ID candidates come from
+the corpus (the first pass gathers texts and languages); kept and dropped cuts are held in memory.
+
+Where the manifest records the truth of its labels (the demo corpus's supervision ``custom["corruption"]``),
+``evaluate_cleaning`` measures the rules: precision and recall of dropping corrupt cuts, recall per
+kind of corruption, and per rule how many of its drops were corrupt. ``clean_cuts`` puts these figures
+in its report when the truth is there.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import json
+import re
+import unicodedata
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from lhotse import CutSet
+from lhotse.cut import Cut
+from lhotse.supervision import SupervisionSegment
+from lhotse.utils import fastcopy
+from py3langid.langid import MODEL_FILE, LanguageIdentifier
+from tqdm import tqdm
+
+RULES = (
+    "duration",
+    "unreadable_audio",
+    "empty_text",
+    "text_too_long",
+    "speaking_rate",
+    "upper_case",
+    "lower_case",
+    "no_punctuation",
+    "language_mismatch",
+    "duplicate_text",
+)
+
+NO_LANGUAGE = "-"  # the report's language for cuts without a labelled language (no-speech cuts)
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    """Which rules run and their thresholds. Plain field types, so that it loads from YAML.
+
+    Per-language bounds are strings ``"lang:min:max"``; ``"*"`` stands for every language not listed.
+    """
+
+    # duration: the encoder sees 30 s windows; clips under 0.3 s are nearly always segmentation slips.
+    check_duration: bool = True
+    min_duration: float = 0.3  # seconds
+    max_duration: float = 30.0  # seconds
+
+    # unreadable_audio: decodes every cut's audio, so it is off unless asked for.
+    check_audio: bool = False
+
+    # empty_text
+    check_empty_text: bool = True
+
+    # text_too_long: the whole cut's text is one decoder target.
+    check_text_length: bool = True
+    # With a tokenizer: text tokens + 2 timestamp tokens per supervision, against the decoder context
+    # (448) less <|startoftranscript|>, language, task and <|endoftext|>.
+    max_text_tokens: int = 444
+    max_text_chars: int = 1000  # without a tokenizer: a loose bound (30 s at the highest speaking rate)
+
+    # speaking_rate: non-space, non-punctuation characters per second of the supervision.
+    # Speech runs at ~10-20 such characters per second in alphabetic scripts and ~3-7 in Chinese,
+    # Japanese and Korean (a character per syllable); the bounds leave room for pauses and fast talkers.
+    check_speaking_rate: bool = True
+    chars_per_second: tuple[str, ...] = ("*:3:30", "zh:1:10", "yue:1:10", "ja:1:12", "ko:1:12")
+    max_tokens_per_second: float = 15.0  # only with a tokenizer; 0 turns it off
+
+    # upper_case / lower_case: only texts with at least this many words holding cased letters,
+    # so that "NASA" or "BBC News" stay.
+    check_upper_case: bool = True
+    check_lower_case: bool = True
+    case_min_words: int = 4
+
+    # no_punctuation: subtitle lines often end without a full stop, so only long texts are judged.
+    check_punctuation: bool = True
+    punctuation_min_words: int = 20
+    punctuation_min_chars: int = 40  # in scripts written without spaces
+    punctuation_exempt_languages: tuple[str, ...] = ("th", "lo")  # written without punctuation
+
+    # language_mismatch: py3langid, restricted to lid_languages (default: the labelled languages found
+    # in the input) plus English, judges texts of at least lid_min_words words (lid_min_chars characters
+    # in scripts without spaces) and calls a mismatch only when it gives another language at least
+    # lid_min_prob (its probabilities are normalised over the candidates).
+    check_language: bool = True
+    translation_pairs: bool = True  # English text on non-English audio: keep as X->English, not drop
+    lid_languages: tuple[str, ...] = ()
+    lid_min_words: int = 4
+    lid_min_chars: int = 8
+    lid_min_prob: float = 0.9
+
+    # duplicate_text
+    check_duplicates: bool = True
+    duplicate_max_copies: int = 2  # a text on more recordings than this loses all its copies
+    duplicate_min_chars: int = 20  # normalised characters; shorter texts are never grouped
+
+    def __post_init__(self):
+        if not 0 <= self.min_duration <= self.max_duration:
+            raise ValueError(f"need 0 <= min_duration <= max_duration, got {self.min_duration}, {self.max_duration}")
+        if not 0 < self.lid_min_prob <= 1:
+            raise ValueError(f"lid_min_prob must be in (0, 1], got {self.lid_min_prob}")
+        if self.duplicate_max_copies < 1:
+            raise ValueError(f"duplicate_max_copies must be at least 1, got {self.duplicate_max_copies}")
+        self.rate_bounds("*")  # parses chars_per_second, so that a bad entry fails here
+
+    def rate_bounds(self, language: str | None) -> tuple[float, float]:
+        """(min, max) characters per second for ``language``, from ``chars_per_second``."""
+        table = _parse_bounds(self.chars_per_second)
+        return table.get(language or "*", table["*"])
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_bounds(entries: tuple[str, ...]) -> dict[str, tuple[float, float]]:
+    table = {"*": (0.0, float("inf"))}
+    for entry in entries:
+        try:
+            language, low, high = entry.split(":")
+            low, high = float(low), float(high)
+        except ValueError:
+            raise ValueError(f"chars_per_second entries are 'lang:min:max', got {entry!r}") from None
+        if not 0 <= low <= high:
+            raise ValueError(f"chars_per_second entry {entry!r} needs 0 <= min <= max")
+        table[language.strip()] = (low, high)
+    return table
+
+
+class TextEncoder(Protocol):
+    """What the rules need of a tokenizer (``asr.tokenizer.Tokenizer`` is one)."""
+
+    def encode(self, text: str) -> list[int]: ...
+
+
+# ---------------------------------------------------------------------------------------------------
+# Text measures
+
+# Scripts written without spaces between words: Thai, Lao, Tibetan, Myanmar, Khmer, kana, CJK ideographs.
+_UNSPACED = re.compile(
+    "[\u0e00-\u0fff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+    "\U00020000-\U0003ffff]"
+)
+# Scripts whose writers use upper and lower case: Latin, Greek, Cyrillic, Armenian. (Python also calls
+# Georgian Mkhedruli lower case, which nobody capitalises.)
+_BICAMERAL = re.compile("[A-Za-z\u00c0-\u058f\u1e00-\u1fff]")
+
+
+def _long_enough(text: str, min_words: int, min_chars: int) -> bool:
+    """Whether ``text`` has ``min_words`` words, or ``min_chars`` letters when it is mostly in a
+    script written without spaces."""
+    letters = sum(map(str.isalpha, text))
+    if 2 * len(_UNSPACED.findall(text)) > letters:
+        return letters >= min_chars
+    return len(text.split()) >= min_words
+
+
+def _cased_letters(text: str, min_words: int) -> list[str]:
+    """The cased letters of ``text``, or none when fewer than ``min_words`` words hold one."""
+    words = [[c for c in _BICAMERAL.findall(word) if c.isupper() or c.islower()] for word in text.split()]
+    words = [w for w in words if w]
+    return [c for w in words for c in w] if len(words) >= min_words else []
+
+
+def _is_punctuation(char: str) -> bool:
+    return unicodedata.category(char).startswith("P")
+
+
+def _rate_chars(text: str) -> int:
+    """Characters that take time to say: everything but spaces and punctuation."""
+    return sum(1 for c in text if not c.isspace() and not _is_punctuation(c))
+
+
+def normalise_text(text: str) -> str:
+    """The key that groups duplicate texts: NFKC, case-folded, letters and combining marks only.
+
+    >>> normalise_text("Subtitles by the Amara.org community (2019)")
+    'subtitlesbytheamaraorgcommunity'
+    """
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return "".join(c for c in text if unicodedata.category(c)[0] in "LM")
+
+
+def _target_tokens(cut: Cut, tokenizer: TextEncoder) -> int:
+    """Text tokens (encoded with a leading space, as targets are) + 2 timestamp tokens per supervision."""
+    return sum(len(tokenizer.encode(" " + (s.text or "").strip())) + 2 for s in cut.supervisions)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Language identification
+
+
+# Whisper's codes that py3langid spells differently.
+_LID_CODES = {"jw": "jv"}
+_WHISPER_CODES = {v: k for k, v in _LID_CODES.items()}
+
+
+@functools.lru_cache(maxsize=1)
+def _full_identifier() -> LanguageIdentifier:
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)  # ~1 s: load once
+
+
+class LanguageID:
+    """Text language identification over a few candidate languages (Whisper's codes).
+
+    >>> identify = LanguageID({"de", "en", "fr"})
+    >>> language, probability = identify("Ich glaube, wir sollten jetzt gehen.")  # probability over the 3
+    >>> language, round(probability, 2)
+    ('de', 1.0)
+
+    Candidates py3langid does not know are left out of ``languages``. Results are memoised.
+
+    Restricting the candidates sharpens the choice between the corpus's languages, but a text in a
+    language left out goes to the nearest candidate, often with certainty: among {ru, en} every
+    German sentence is English with probability 1.0. ``is_english`` therefore asks the unrestricted
+    model before a text is taken for an English translation.
+    """
+
+    def __init__(self, languages: Iterable[str]):
+        full = _full_identifier()
+        candidates = sorted({_LID_CODES.get(code, code) for code in languages} & set(full.labels))
+        self._identifier = copy.copy(full)  # set_languages replaces the model's arrays, never edits them
+        self._identifier.set_languages(candidates)
+        self.languages = frozenset(_WHISPER_CODES.get(code, code) for code in candidates)
+        self._classify = functools.lru_cache(maxsize=4096)(self._identifier.classify)
+        self._classify_any = functools.lru_cache(maxsize=1024)(full.classify)
+
+    def __call__(self, text: str) -> tuple[str, float]:
+        code, probability = self._classify(text)
+        return _WHISPER_CODES.get(code, code), probability
+
+    def is_english(self, text: str) -> bool:
+        """Whether English wins among all of py3langid's languages, not only the candidates."""
+        return self._classify_any(text)[0] == "en"
+
+
+def _language_verdict(sup: SupervisionSegment, ctx: _Context) -> str | None:
+    """"same", "english" (English text on non-English audio), "other", or None when not judged."""
+    config, text = ctx.config, sup.text or ""
+    if sup.language not in ctx.identify.languages:
+        return None
+    if not _long_enough(text, config.lid_min_words, config.lid_min_chars):
+        return None
+    language, probability = ctx.identify(text)
+    if language == sup.language:
+        return "same"
+    if probability < config.lid_min_prob:
+        return None
+    return "english" if language == "en" and ctx.identify.is_english(text) else "other"
+
+
+# ---------------------------------------------------------------------------------------------------
+# The rules: (cut, context) -> the rule's name when it fires, else None
+
+
+@dataclass(frozen=True)
+class _Context:
+    config: CleanConfig
+    tokenizer: TextEncoder | None = None
+    identify: LanguageID | None = None
+    overused_texts: frozenset[str] = frozenset()
+
+
+def _is_nospeech(cut: Cut) -> bool:
+    return bool((cut.custom or {}).get("nospeech"))
+
+
+def _text(cut: Cut) -> str:
+    return " ".join((s.text or "").strip() for s in cut.supervisions)
+
+
+def _duration(cut: Cut, ctx: _Context) -> str | None:
+    short_or_long = not ctx.config.min_duration <= cut.duration <= ctx.config.max_duration
+    return "duration" if short_or_long else None
+
+
+def _unreadable_audio(cut: Cut, ctx: _Context) -> str | None:
+    try:
+        return "unreadable_audio" if cut.load_audio().size == 0 else None
+    except Exception:  # noqa: BLE001 - whatever the reason, the trainer could not read it either
+        return "unreadable_audio"
+
+
+def _empty_text(cut: Cut, ctx: _Context) -> str | None:
+    blank = [not any(c.isalnum() for c in s.text or "") for s in cut.supervisions]
+    return "empty_text" if not blank or any(blank) else None
+
+
+def _text_too_long(cut: Cut, ctx: _Context) -> str | None:
+    if ctx.tokenizer is not None:
+        too_long = _target_tokens(cut, ctx.tokenizer) > ctx.config.max_text_tokens
+    else:
+        too_long = len(_text(cut)) > ctx.config.max_text_chars
+    return "text_too_long" if too_long else None
+
+
+def _speaking_rate(cut: Cut, ctx: _Context) -> str | None:
+    config, tokenizer = ctx.config, ctx.tokenizer
+    for sup in cut.supervisions:
+        text, seconds = (sup.text or "").strip(), max(sup.duration, 1e-3)
+        low, high = config.rate_bounds(sup.language)
+        if not low <= _rate_chars(text) / seconds <= high:
+            return "speaking_rate"
+        if tokenizer and config.max_tokens_per_second > 0:
+            if len(tokenizer.encode(" " + text)) / seconds > config.max_tokens_per_second:
+                return "speaking_rate"
+    return None
+
+
+def _upper_case(cut: Cut, ctx: _Context) -> str | None:
+    letters = _cased_letters(_text(cut), ctx.config.case_min_words)
+    return "upper_case" if letters and all(c.isupper() for c in letters) else None
+
+
+def _lower_case(cut: Cut, ctx: _Context) -> str | None:
+    letters = _cased_letters(_text(cut), ctx.config.case_min_words)
+    return "lower_case" if letters and all(c.islower() for c in letters) else None
+
+
+def _no_punctuation(cut: Cut, ctx: _Context) -> str | None:
+    config, text = ctx.config, _text(cut)
+    if any(s.language in config.punctuation_exempt_languages for s in cut.supervisions):
+        return None
+    long_enough = _long_enough(text, config.punctuation_min_words, config.punctuation_min_chars)
+    return "no_punctuation" if long_enough and not any(map(_is_punctuation, text)) else None
+
+
+def _language_mismatch(cut: Cut, ctx: _Context) -> str | None:
+    verdicts = {_language_verdict(s, ctx) for s in cut.supervisions}
+    english = "english" in verdicts and (not ctx.config.translation_pairs or "same" in verdicts)
+    return "language_mismatch" if "other" in verdicts or english else None
+
+
+def _duplicate_text(cut: Cut, ctx: _Context) -> str | None:
+    overused = any(normalise_text(s.text or "") in ctx.overused_texts for s in cut.supervisions)
+    return "duplicate_text" if overused else None
+
+
+# (rule, its switch in CleanConfig, whether it judges no-speech cuts), in RULES order.
+_RULES = (
+    (_duration, "check_duration", True),
+    (_unreadable_audio, "check_audio", True),
+    (_empty_text, "check_empty_text", False),
+    (_text_too_long, "check_text_length", False),
+    (_speaking_rate, "check_speaking_rate", False),
+    (_upper_case, "check_upper_case", False),
+    (_lower_case, "check_lower_case", False),
+    (_no_punctuation, "check_punctuation", False),
+    (_language_mismatch, "check_language", False),
+    (_duplicate_text, "check_duplicates", False),
+)
+assert tuple(rule.__name__[1:] for rule, _, _ in _RULES) == RULES
+
+
+def _is_translation_pair(cut: Cut, ctx: _Context) -> bool:
+    """A kept cut whose text is English on non-English audio (see the module docstring)."""
+    return (
+        ctx.identify is not None
+        and ctx.config.translation_pairs
+        and not _is_nospeech(cut)
+        and any(_language_verdict(s, ctx) == "english" for s in cut.supervisions)
+    )
+
+
+def _as_translation_pair(cut: Cut) -> Cut:
+    supervisions = [
+        fastcopy(s, custom={**(s.custom or {}), "translation": (s.custom or {}).get("translation") or s.text})
+        for s in cut.supervisions
+    ]
+    return fastcopy(cut, supervisions=supervisions, custom={**(cut.custom or {}), "task": "translate"})
+
+
+# ---------------------------------------------------------------------------------------------------
+# The report
+
+
+def _language(cut: Cut) -> str:
+    return next((s.language for s in cut.supervisions if s.language), NO_LANGUAGE)
+
+
+def _with_total(counts: Counter) -> dict[str, int]:
+    return {**dict(sorted(counts.items())), "total": sum(counts.values())}
+
+
+@dataclass
+class CleanReport:
+    """Counts of cuts per language: in, kept, converted to translation pairs, and per rule both
+    those it dropped (it fired first) and those it fired on at all."""
+
+    rules: tuple[str, ...]  # the rules that ran, in order
+    config: dict[str, Any] = field(default_factory=dict)
+    cuts: Counter = field(default_factory=Counter)
+    kept: Counter = field(default_factory=Counter)
+    translated: Counter = field(default_factory=Counter)
+    dropped_by: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    fired: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    evaluation: dict[str, Any] = field(default_factory=dict)  # evaluate_cleaning's figures, when known
+
+    def count(self, language: str, reasons: list[str], translated: bool) -> None:
+        self.cuts[language] += 1
+        for reason in reasons:
+            self.fired[reason][language] += 1
+        if reasons:
+            self.dropped_by[reasons[0]][language] += 1
+        else:
+            self.kept[language] += 1
+            self.translated[language] += translated
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe; each count map has its languages and a "total"."""
+        dropped = self.cuts - self.kept
+        return {
+            "rules": list(self.rules),
+            "cuts": _with_total(self.cuts),
+            "kept": _with_total(self.kept),
+            "dropped": _with_total(dropped),
+            "translated": _with_total(+self.translated),
+            "dropped_by": {rule: _with_total(self.dropped_by[rule]) for rule in self.rules},
+            "fired": {rule: _with_total(self.fired[rule]) for rule in self.rules},
+            "evaluation": self.evaluation,
+            "config": self.config,
+        }
+
+    def to_markdown(self) -> str:
+        report = self.to_dict()
+        languages = sorted(self.cuts)
+        total = report["cuts"]["total"]
+        lines = [
+            "# Cleaning report",
+            "",
+            f"{total} cuts in: {report['kept']['total']} kept ({report['translated']['total']} of them as "
+            f"X->English translation pairs), {report['dropped']['total']} dropped.",
+            "",
+            "## Dropped, by the first rule that fired",
+            "",
+            *_table(languages, {**report["dropped_by"], "**dropped**": report["dropped"], "kept": report["kept"],
+                                "translated": report["translated"], "in": report["cuts"]}),
+            "",
+            "## Every rule that fired (a cut counts under each)",
+            "",
+            *_table(languages, report["fired"]),
+        ]
+        if self.evaluation:
+            lines += ["", *_evaluation_markdown(self.evaluation)]
+        return "\n".join(lines) + "\n"
+
+    def write(self, out_dir: str | Path) -> None:
+        """Write ``report.md`` and ``report.json`` into ``out_dir``."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "report.md").write_text(self.to_markdown(), encoding="utf-8")
+        report = json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+        (out_dir / "report.json").write_text(report + "\n", encoding="utf-8")
+
+
+def _table(languages: list[str], rows: dict[str, dict[str, int]]) -> list[str]:
+    lines = ["| | " + " | ".join(languages) + " | total |", "|---" + "|---:" * (len(languages) + 1) + "|"]
+    for name, counts in rows.items():
+        cells = [str(counts.get(language, 0)) for language in languages]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {counts['total']} |")
+    return lines
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _evaluation_markdown(evaluation: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Against the recorded truth",
+        "",
+        f"{evaluation['n_cuts']} cuts with a recorded truth, {evaluation['n_corrupt']} of them corrupt; "
+        f"{evaluation['n_dropped']} dropped, {evaluation['true_positives']} of them corrupt.",
+        f"Precision {_percent(evaluation['precision'])}, recall {_percent(evaluation['recall'])}; "
+        f"{evaluation['translated']['corrupt']} of {evaluation['translated']['n']} translation pairs corrupt.",
+        "",
+        "| corruption | cuts | dropped | recall |",
+        "|---|---:|---:|---:|",
+    ]
+    for kind, row in evaluation["recall_by_kind"].items():
+        lines.append(f"| {kind} | {row['n']} | {row['dropped']} | {_percent(row['recall'])} |")
+    lines += ["", "| rule | dropped | corrupt | precision |", "|---|---:|---:|---:|"]
+    for rule, row in evaluation["by_rule"].items():
+        lines.append(f"| {rule} | {row['dropped']} | {row['corrupt']} | {_percent(row['precision'])} |")
+    return lines
+
+
+@dataclass
+class CleanResult:
+    kept: CutSet
+    dropped: CutSet  # each with custom "dropped_by" and "dropped_reasons"
+    report: CleanReport
+
+    def write(self, out_dir: str | Path) -> None:
+        """Write ``kept_cuts.jsonl.gz``, ``dropped_cuts.jsonl.gz``, ``report.md`` and ``report.json``."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.kept.to_file(out_dir / "kept_cuts.jsonl.gz")
+        self.dropped.to_file(out_dir / "dropped_cuts.jsonl.gz")
+        self.report.write(out_dir)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Cleaning
+
+
+def _audio_id(cut: Cut) -> str:
+    return cut.recording.id if getattr(cut, "recording", None) is not None else cut.id
+
+
+def _survey(cuts: Iterable[Cut], config: CleanConfig) -> tuple[set[str], frozenset[str]]:
+    """First pass: the labelled languages, and the normalised texts on too many recordings."""
+    languages, recordings_by_text = set(), defaultdict(set)
+    for cut in cuts:
+        for sup in cut.supervisions:
+            languages.add(sup.language)
+            key = normalise_text(sup.text or "")
+            if not _is_nospeech(cut) and len(key) >= config.duplicate_min_chars:
+                recordings_by_text[key].add(_audio_id(cut))
+    overused = frozenset(k for k, ids in recordings_by_text.items() if len(ids) > config.duplicate_max_copies)
+    return languages - {None}, overused
+
+
+def _context(cuts: Iterable[Cut], config: CleanConfig, tokenizer: TextEncoder | None) -> _Context:
+    languages, overused = set(config.lid_languages), frozenset()
+    if config.check_duplicates or (config.check_language and not config.lid_languages):
+        corpus_languages, overused = _survey(cuts, config)
+        languages = languages or corpus_languages
+    identify = LanguageID(languages | {"en"}) if config.check_language else None
+    return _Context(config, tokenizer, identify, overused if config.check_duplicates else frozenset())
+
+
+def _reasons(cut: Cut, rules: list[tuple], ctx: _Context) -> list[str]:
+    """The names of the rules that fire on ``cut``, in order."""
+    if _is_nospeech(cut):
+        rules = [(rule, judges_nospeech) for rule, judges_nospeech in rules if judges_nospeech]
+    return [reason for rule, _ in rules if (reason := rule(cut, ctx))]
+
+
+def clean_cuts(
+    cuts: Iterable[Cut],
+    config: CleanConfig = CleanConfig(),
+    tokenizer: TextEncoder | None = None,
+    progress: bool = False,
+) -> CleanResult:
+    """Split ``cuts`` into kept and dropped by the rules that ``config`` switches on (module docstring).
+
+    ``tokenizer`` (anything with ``encode(text) -> list[int]``) makes text length and speaking rate
+    count tokens too; without it they count characters only.
+    """
+    ctx = _context(cuts, config, tokenizer)
+    rules = [(rule, judges_nospeech) for rule, switch, judges_nospeech in _RULES if getattr(config, switch)]
+    settings = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+    report = CleanReport(rules=tuple(rule.__name__[1:] for rule, _ in rules), config=settings)
+    kept, dropped = [], []
+    for cut in tqdm(cuts, desc="cleaning", disable=not progress):
+        reasons = _reasons(cut, rules, ctx)
+        translated = not reasons and _is_translation_pair(cut, ctx)
+        report.count(_language(cut), reasons, translated)
+        if reasons:
+            custom = {**(cut.custom or {}), "dropped_by": reasons[0], "dropped_reasons": reasons}
+            dropped.append(fastcopy(cut, custom=custom))
+        else:
+            kept.append(_as_translation_pair(cut) if translated else cut)
+    result = CleanResult(CutSet.from_cuts(kept), CutSet.from_cuts(dropped), report)
+    report.evaluation = evaluate_cleaning(result.kept, result.dropped)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------
+# Measuring the rules against a recorded truth
+
+
+def _corruptions(cut: Cut) -> set[str] | None:
+    """The kinds of corruption of a cut's labels: empty when clean, None when no truth is recorded."""
+    recorded = [s.custom for s in cut.supervisions if s.custom and "corruption" in s.custom]
+    if not recorded:
+        return None
+    return {c["corruption"] for c in recorded if c["corruption"] is not None}
+
+
+def _ratio(numerator: int, denominator: int) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def evaluate_cleaning(kept: Iterable[Cut], dropped: Iterable[Cut]) -> dict[str, Any]:
+    """Precision and recall of dropping corrupt cuts, where supervisions record ``custom["corruption"]``.
+
+    A cut is corrupt when any of its supervisions' corruption is not None; cuts that record no truth
+    are left out. Returns {} when no cut records one, else (all JSON-safe; a ratio is None when its
+    denominator is 0)::
+
+        n_cuts, n_corrupt, n_dropped, true_positives, precision, recall
+        recall_by_kind  {kind: {n, dropped, recall}}          a cut counts under each of its kinds
+        by_rule         {rule: {dropped, corrupt, precision, kinds: {kind: n}}}   by "dropped_by"
+        translated      {n, corrupt}                          kept cuts turned into translation pairs
+    """
+    by_kind, by_rule = defaultdict(Counter), defaultdict(Counter)
+    kinds_by_rule = defaultdict(Counter)
+    n_cuts = n_corrupt = n_dropped = true_positives = translated = translated_corrupt = 0
+    for cut, is_dropped in [*((c, False) for c in kept), *((c, True) for c in dropped)]:
+        kinds = _corruptions(cut)
+        if kinds is None:
+            continue
+        n_cuts += 1
+        n_corrupt += bool(kinds)
+        n_dropped += is_dropped
+        true_positives += is_dropped and bool(kinds)
+        for kind in kinds:
+            by_kind[kind].update(n=1, dropped=int(is_dropped))
+        if is_dropped:
+            rule = cut.custom["dropped_by"]
+            by_rule[rule].update(dropped=1, corrupt=int(bool(kinds)))
+            kinds_by_rule[rule].update(kinds)
+        elif (cut.custom or {}).get("task") == "translate":
+            translated += 1
+            translated_corrupt += bool(kinds)
+    if not n_cuts:
+        return {}
+    return {
+        "n_cuts": n_cuts,
+        "n_corrupt": n_corrupt,
+        "n_dropped": n_dropped,
+        "true_positives": true_positives,
+        "precision": _ratio(true_positives, n_dropped),
+        "recall": _ratio(true_positives, n_corrupt),
+        "recall_by_kind": {
+            kind: {"n": c["n"], "dropped": c["dropped"], "recall": _ratio(c["dropped"], c["n"])}
+            for kind, c in sorted(by_kind.items())
+        },
+        "by_rule": {
+            rule: {
+                "dropped": by_rule[rule]["dropped"],
+                "corrupt": by_rule[rule]["corrupt"],
+                "precision": _ratio(by_rule[rule]["corrupt"], by_rule[rule]["dropped"]),
+                "kinds": dict(sorted(kinds_by_rule[rule].items())),
+            }
+            for rule in RULES
+            if rule in by_rule
+        },
+        "translated": {"n": translated, "corrupt": translated_corrupt},
+    }
