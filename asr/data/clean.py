@@ -18,6 +18,9 @@ measured on its own::
     text_too_long      its text cannot fit the decoder's context (tokens with a tokenizer, else characters)
     speaking_rate      a supervision's characters (or tokens) per second of its own duration are outside
                        the bounds of its language
+    rate_outlier       that speaking rate is far from the corpus's own for the language: more than
+                       rate_outlier_mads median absolute deviations of log(characters per second) from
+                       the median (a transcript with words missing or added, or of another clip)
     upper_case         its text is all upper case            } Whisper's signs of a machine-generated
     lower_case         its text is all lower case            } transcript; case is judged only in scripts
     no_punctuation     a long text has no punctuation at all } that have it (Latin, Greek, Cyrillic, Armenian)
@@ -70,7 +73,9 @@ import copy
 import dataclasses
 import functools
 import json
+import math
 import re
+import statistics
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -91,6 +96,7 @@ RULES = (
     "empty_text",
     "text_too_long",
     "speaking_rate",
+    "rate_outlier",
     "upper_case",
     "lower_case",
     "no_punctuation",
@@ -132,6 +138,13 @@ class CleanConfig:
     check_speaking_rate: bool = True
     chars_per_second: tuple[str, ...] = ("*:3:30", "zh:1:10", "yue:1:10", "ja:1:12", "ko:1:12")
     max_tokens_per_second: float = 15.0  # only with a tokenizer; 0 turns it off
+
+    # rate_outlier: bounds learnt from the corpus, per language, in the log domain (so that half and
+    # double the usual rate are equally far). Languages with fewer than rate_outlier_min_count
+    # supervisions are not judged: their median says too little.
+    check_rate_outliers: bool = True
+    rate_outlier_mads: float = 3.0
+    rate_outlier_min_count: int = 50
 
     # upper_case / lower_case: only texts with at least this many words holding cased letters,
     # so that "NASA" or "BBC News" stay.
@@ -323,6 +336,7 @@ class _Context:
     tokenizer: TextEncoder | None = None
     identify: LanguageID | None = None
     overused_texts: frozenset[str] = frozenset()
+    rate_stats: dict[str, tuple[float, float]] = field(default_factory=dict)  # language -> median, MAD
 
 
 def _is_nospeech(cut: Cut) -> bool:
@@ -371,6 +385,31 @@ def _speaking_rate(cut: Cut, ctx: _Context) -> str | None:
     return None
 
 
+def _log_rate(sup: SupervisionSegment) -> float:
+    return math.log(max(_rate_chars((sup.text or "").strip()), 1) / max(sup.duration, 1e-3))
+
+
+def _rate_outlier(cut: Cut, ctx: _Context) -> str | None:
+    for sup in cut.supervisions:
+        if sup.language in ctx.rate_stats:
+            median, mad = ctx.rate_stats[sup.language]
+            if abs(_log_rate(sup) - median) > ctx.config.rate_outlier_mads * mad:
+                return "rate_outlier"
+    return None
+
+
+def _rate_statistics(log_rates: dict[str, list[float]], min_count: int) -> dict[str, tuple[float, float]]:
+    """Per language with enough supervisions: the median of log(characters per second) and its MAD."""
+    stats = {}
+    for language, values in log_rates.items():
+        if len(values) >= min_count:
+            median = statistics.median(values)
+            mad = statistics.median(abs(v - median) for v in values)
+            if mad > 0:
+                stats[language] = (median, mad)
+    return stats
+
+
 def _upper_case(cut: Cut, ctx: _Context) -> str | None:
     letters = _cased_letters(_text(cut), ctx.config.case_min_words)
     return "upper_case" if letters and all(c.isupper() for c in letters) else None
@@ -407,6 +446,7 @@ _RULES = (
     (_empty_text, "check_empty_text", False),
     (_text_too_long, "check_text_length", False),
     (_speaking_rate, "check_speaking_rate", False),
+    (_rate_outlier, "check_rate_outliers", False),
     (_upper_case, "check_upper_case", False),
     (_lower_case, "check_lower_case", False),
     (_no_punctuation, "check_punctuation", False),
@@ -572,26 +612,39 @@ def _audio_id(cut: Cut) -> str:
     return cut.recording.id if getattr(cut, "recording", None) is not None else cut.id
 
 
-def _survey(cuts: Iterable[Cut], config: CleanConfig) -> tuple[set[str], frozenset[str]]:
-    """First pass: the labelled languages, and the normalised texts on too many recordings."""
-    languages, recordings_by_text = set(), defaultdict(set)
+@dataclass
+class _Survey:
+    languages: set[str]  # labelled languages
+    overused_texts: frozenset[str]  # normalised texts on too many recordings
+    rate_stats: dict[str, tuple[float, float]]  # language -> median and MAD of log(characters per second)
+
+
+def _survey(cuts: Iterable[Cut], config: CleanConfig) -> _Survey:
+    """First pass over the corpus, for the rules that judge a cut against the others."""
+    languages, recordings_by_text, log_rates = set(), defaultdict(set), defaultdict(list)
     for cut in cuts:
         for sup in cut.supervisions:
             languages.add(sup.language)
             key = normalise_text(sup.text or "")
             if not _is_nospeech(cut) and len(key) >= config.duplicate_min_chars:
                 recordings_by_text[key].add(_audio_id(cut))
+            if _rate_chars(sup.text or ""):
+                log_rates[sup.language].append(_log_rate(sup))
     overused = frozenset(k for k, ids in recordings_by_text.items() if len(ids) > config.duplicate_max_copies)
-    return languages - {None}, overused
+    return _Survey(languages - {None}, overused, _rate_statistics(log_rates, config.rate_outlier_min_count))
 
 
 def _context(cuts: Iterable[Cut], config: CleanConfig, tokenizer: TextEncoder | None) -> _Context:
-    languages, overused = set(config.lid_languages), frozenset()
-    if config.check_duplicates or (config.check_language and not config.lid_languages):
-        corpus_languages, overused = _survey(cuts, config)
-        languages = languages or corpus_languages
+    languages = set(config.lid_languages)
+    survey = _Survey(set(), frozenset(), {})
+    if (config.check_duplicates or config.check_rate_outliers
+            or (config.check_language and not config.lid_languages)):
+        survey = _survey(cuts, config)
+        languages = languages or survey.languages
     identify = LanguageID(languages | {"en"}) if config.check_language else None
-    return _Context(config, tokenizer, identify, overused if config.check_duplicates else frozenset())
+    return _Context(config, tokenizer, identify,
+                    survey.overused_texts if config.check_duplicates else frozenset(),
+                    survey.rate_stats if config.check_rate_outliers else {})
 
 
 def _reasons(cut: Cut, rules: list[tuple], ctx: _Context) -> list[str]:

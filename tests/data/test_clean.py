@@ -20,6 +20,7 @@ SWITCHES = {
     "empty_text": "check_empty_text",
     "text_too_long": "check_text_length",
     "speaking_rate": "check_speaking_rate",
+    "rate_outlier": "check_rate_outliers",
     "upper_case": "check_upper_case",
     "lower_case": "check_lower_case",
     "no_punctuation": "check_punctuation",
@@ -200,6 +201,21 @@ def test_speaking_rate_per_language_and_per_supervision():
     _, kept, dropped = clean(cuts, only("speaking_rate"))
     assert kept == {"slow-edge", "fast-edge", "zh-ok"}
     assert set(dropped) == {"slow", "fast", "spaces-and-punctuation-free", "en-slow", "zh-fast", "one-too-fast"}
+
+
+def test_rate_outlier_learns_each_languages_rate_from_the_corpus():
+    sentence = "Heute sieht die Katze den Hund im Garten."  # 33 characters that take time to say
+    rng = np.random.default_rng(0)
+    # 60 German clips at 11-14 characters per second (seconds = 33 / rate)
+    cuts = [speech(f"de{i}", sentence, "de", duration=33 / rng.uniform(11, 14)) for i in range(60)]
+    cuts.append(speech("half", "Heute sieht die Katze.", "de", duration=33 / 12.5))  # words lost: 7 chars/s
+    cuts.append(speech("double", sentence + " " + sentence, "de", duration=33 / 12.5))  # 25 chars/s
+    cuts.append(speech("fast-talker", sentence, "de", duration=33 / 15.0))  # a little fast: kept
+    cuts += [speech(f"en{i}", "Today.", "en", duration=3.0) for i in range(5)]  # too few to judge English
+    _, _, dropped = clean(cuts, only("rate_outlier"))
+    assert dropped == {"half": "rate_outlier", "double": "rate_outlier"}
+    _, _, dropped = clean(cuts, only("rate_outlier", rate_outlier_min_count=100))
+    assert not dropped  # no language has 100 supervisions: none is judged
 
 
 def test_speaking_rate_in_tokens_with_tokenizer():
@@ -439,6 +455,7 @@ def test_report_counts_per_rule_and_language():
         "empty_text": {"total": 0},
         "text_too_long": {"total": 0},
         "speaking_rate": {"total": 0},
+        "rate_outlier": {"total": 0},  # no language has 50 supervisions to learn its rate from
         "upper_case": {"en": 1, "total": 1},
         "lower_case": {"zh": 1, "total": 1},
         "no_punctuation": {"total": 0},
