@@ -16,6 +16,7 @@ typo is an error naming the key and the file it came from, never a silently igno
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -129,6 +130,103 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class CleanConfig:
+    """Which rules run and their thresholds. Plain field types, so that it loads from YAML.
+
+    Per-language bounds are strings ``"lang:min:max"``; ``"*"`` stands for every language not listed.
+    """
+
+    # duration: the encoder sees 30 s windows; clips under 0.3 s are nearly always segmentation slips.
+    check_duration: bool = True
+    min_duration: float = 0.3  # seconds
+    max_duration: float = 30.0  # seconds
+
+    # unreadable_audio: decodes every cut's audio, so it is off unless asked for.
+    check_audio: bool = False
+
+    # empty_text
+    check_empty_text: bool = True
+
+    # text_too_long: the whole cut's text is one decoder target.
+    check_text_length: bool = True
+    # With a tokenizer: text tokens + 2 timestamp tokens per supervision, against the decoder context
+    # (448) less <|startoftranscript|>, language, task and <|endoftext|>.
+    max_text_tokens: int = 444
+    max_text_chars: int = 1000  # without a tokenizer: a loose bound (30 s at the highest speaking rate)
+
+    # speaking_rate: non-space, non-punctuation characters per second of the supervision.
+    # Speech runs at ~10-20 such characters per second in alphabetic scripts and ~3-7 in Chinese,
+    # Japanese and Korean (a character per syllable); the bounds leave room for pauses and fast talkers.
+    check_speaking_rate: bool = True
+    chars_per_second: tuple[str, ...] = ("*:3:30", "zh:1:10", "yue:1:10", "ja:1:12", "ko:1:12")
+    max_tokens_per_second: float = 15.0  # only with a tokenizer; 0 turns it off
+
+    # rate_outlier: bounds learnt from the corpus, per language, in the log domain (so that half and
+    # double the usual rate are equally far). Languages with fewer than rate_outlier_min_count
+    # supervisions are not judged: their median says too little.
+    check_rate_outliers: bool = True
+    rate_outlier_mads: float = 3.0
+    rate_outlier_min_count: int = 50
+
+    # upper_case / lower_case: only texts with at least this many words holding cased letters,
+    # so that "NASA" or "BBC News" stay.
+    check_upper_case: bool = True
+    check_lower_case: bool = True
+    case_min_words: int = 4
+
+    # no_punctuation: subtitle lines often end without a full stop, so only long texts are judged.
+    check_punctuation: bool = True
+    punctuation_min_words: int = 20
+    punctuation_min_chars: int = 40  # in scripts written without spaces
+    punctuation_exempt_languages: tuple[str, ...] = ("th", "lo")  # written without punctuation
+
+    # language_mismatch: py3langid, restricted to lid_languages (default: the labelled languages found
+    # in the input) plus English, judges texts of at least lid_min_words words (lid_min_chars characters
+    # in scripts without spaces) and calls a mismatch only when it gives another language at least
+    # lid_min_prob (its probabilities are normalised over the candidates).
+    check_language: bool = True
+    translation_pairs: bool = True  # English text on non-English audio: keep as X->English, not drop
+    lid_languages: tuple[str, ...] = ()
+    lid_min_words: int = 4
+    lid_min_chars: int = 8
+    lid_min_prob: float = 0.9
+
+    # duplicate_text
+    check_duplicates: bool = True
+    duplicate_max_copies: int = 2  # a text on more recordings than this loses all its copies
+    duplicate_min_chars: int = 20  # normalised characters; shorter texts are never grouped
+
+    def __post_init__(self):
+        if not 0 <= self.min_duration <= self.max_duration:
+            raise ValueError(f"need 0 <= min_duration <= max_duration, got {self.min_duration}, {self.max_duration}")
+        if not 0 < self.lid_min_prob <= 1:
+            raise ValueError(f"lid_min_prob must be in (0, 1], got {self.lid_min_prob}")
+        if self.duplicate_max_copies < 1:
+            raise ValueError(f"duplicate_max_copies must be at least 1, got {self.duplicate_max_copies}")
+        self.rate_bounds("*")  # parses chars_per_second, so that a bad entry fails here
+
+    def rate_bounds(self, language: str | None) -> tuple[float, float]:
+        """(min, max) characters per second for ``language``, from ``chars_per_second``."""
+        table = _parse_bounds(self.chars_per_second)
+        return table.get(language or "*", table["*"])
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_bounds(entries: tuple[str, ...]) -> dict[str, tuple[float, float]]:
+    table = {"*": (0.0, float("inf"))}
+    for entry in entries:
+        try:
+            language, low, high = entry.split(":")
+            low, high = float(low), float(high)
+        except ValueError:
+            raise ValueError(f"chars_per_second entries are 'lang:min:max', got {entry!r}") from None
+        if not 0 <= low <= high:
+            raise ValueError(f"chars_per_second entry {entry!r} needs 0 <= min <= max")
+        table[language.strip()] = (low, high)
+    return table
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
@@ -136,6 +234,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    clean: CleanConfig = field(default_factory=CleanConfig)
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
@@ -173,7 +272,10 @@ def from_dict(cls: type, raw: Mapping[str, Any], sources: Mapping[str, str] | No
                 f"valid keys{' under ' + prefix[:-1] if prefix else ''}: {', '.join(sorted(names))}"
             )
         kwargs[key] = _coerce(value, hints[key], dotted, sources)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as e:  # a dataclass's own check of its values (__post_init__)
+        raise ConfigError(f"{_where(prefix, sources)}: {prefix[:-1] or 'config'}: {e}") from None
 
 
 def to_dict(config) -> dict[str, Any]:

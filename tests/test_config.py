@@ -127,3 +127,10 @@ def test_unreadable_or_invalid_yaml_is_named(tmp_path):
         load_config(tmp_path / "missing.yaml")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(write(tmp_path, "optim: {lr: [\n"))
+
+
+def test_a_sections_own_value_check_names_the_file(tmp_path):
+    path = write(tmp_path, "clean: {min_duration: 5.0, max_duration: 1.0}\n")
+    with pytest.raises(ConfigError, match="min_duration <= max_duration") as error:
+        load_config(path)
+    assert str(path) in str(error.value) and "clean" in str(error.value)

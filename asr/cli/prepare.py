@@ -5,6 +5,8 @@
     asr-prepare kaldi data/train --out manifests/kaldi [--language en]
     asr-prepare lhotse cuts.jsonl.gz --out manifests/theirs
     asr-prepare recipe librispeech /data/LibriSpeech --out manifests/librispeech [--download]
+    asr-prepare demo manifests/demo [--hours 1] [--seed 0]         # the offline synthetic corpus
+    asr-prepare clean manifests/demo/train_windows.jsonl.gz --out manifests/demo/clean [--set key=value]
     asr-prepare shar manifests/mine/cuts.jsonl.gz --out shards/mine
     asr-prepare tokenizer manifests/*/cuts.jsonl.gz --out tokenizer.model --vocab-size 4000
 
@@ -15,6 +17,7 @@ Every import writes ``cuts.jsonl.gz`` (long recordings already cut into 30 s win
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -69,6 +72,25 @@ def _parser() -> argparse.ArgumentParser:
     recipe.add_argument("--max-duration", type=float, default=30.0)
     recipe.set_defaults(run=_recipe)
 
+    demo = commands.add_parser("demo", help="synthesise the offline demo corpus (eSpeak NG, six languages)")
+    demo.add_argument("out", type=Path)
+    demo.add_argument("--hours", type=float, default=1.0, help="hours of training speech")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--corruption", type=float, default=None,
+                      help="share of train clips given a wrong label (default 0.2; 0 switches it off)")
+    demo.add_argument("--min-eval-clips", type=int, default=30, help="speech clips per language in dev and test")
+    demo.add_argument("--workers", type=int, default=2)
+    demo.set_defaults(run=_demo)
+
+    clean = commands.add_parser("clean", help="apply the weak-label cleaning rules; report per rule and language")
+    clean.add_argument("cuts", type=Path)
+    clean.add_argument("--out", type=Path, required=True, help="folder for kept/dropped cuts and the report")
+    clean.add_argument("--config", type=Path, help="a run config whose clean: section sets the rules")
+    clean.add_argument("--tokenizer", type=Path, help="a SentencePiece .model: lengths and rates in tokens too")
+    clean.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="a rule setting, e.g. --set rate_outlier_mads=3.5 (repeatable)")
+    clean.set_defaults(run=_clean)
+
     shar = commands.add_parser("shar", help="export cuts with their audio to lhotse Shar shards")
     shar.add_argument("cuts", type=Path)
     shar.add_argument("--out", type=Path, required=True)
@@ -111,6 +133,51 @@ def _recipe(args) -> int:
     for split, result in results.items():
         split_args = argparse.Namespace(**{**vars(args), "out": args.out / split.replace("/", "-")})
         _import(split_args, result)
+    return 0
+
+
+def _demo(args) -> int:
+    from asr.data.demo import Corruption, make_demo_corpus
+
+    corruption = Corruption()
+    if args.corruption is not None:
+        scale = args.corruption / corruption.total
+        corruption = Corruption(**{k: v * scale for k, v in dataclasses.asdict(corruption).items()})
+    corpus = make_demo_corpus(args.out, hours=args.hours, seed=args.seed, corruption=corruption,
+                              min_eval_clips=args.min_eval_clips, workers=args.workers)
+    for split, path in corpus.manifests.items():
+        windows, report = window_cuts(CutSet.from_file(path))
+        windows.to_file(args.out / f"{split}_windows.jsonl.gz")
+        print(f"{split}: {report.cuts} cuts -> {len(windows)} windows of at most 30 s "
+              f"-> {args.out / f'{split}_windows.jsonl.gz'}")
+    hours = ", ".join(f"{split} {h:.2f} h" for split, h in corpus.hours.items())
+    made = "reused" if corpus.reused else f"made in {corpus.seconds:.0f} s, {corpus.speed:.0f}x real time"
+    print(f"{hours} of audio in {corpus.out_dir} ({made})")
+    return 0
+
+
+def _clean(args) -> int:
+    from asr.config import load_config
+    from asr.data.clean import clean_cuts
+
+    config = load_config(args.config, [f"clean.{item}" for item in args.overrides])
+    tokenizer = None
+    if args.tokenizer:
+        from asr.tokenizer import Tokenizer
+        tokenizer = Tokenizer.from_sentencepiece(args.tokenizer.read_bytes())
+    result = clean_cuts(open_cuts(args.cuts), config.clean, tokenizer=tokenizer, progress=True)
+    result.write(args.out)
+    report = result.report.to_dict()
+    print(f"kept {report['kept']['total']}, dropped {report['dropped']['total']}, "
+          f"turned into translation pairs {report['translated']['total']} -> {args.out}")
+    evaluation = result.report.evaluation
+    if evaluation:
+        print(f"against the recorded truth: precision {evaluation['precision']:.3f}, "
+              f"recall {evaluation['recall']:.3f} over {evaluation['n_corrupt']} corrupt of "
+              f"{evaluation['n_cuts']} cuts")
+        for kind, figures in sorted(evaluation["recall_by_kind"].items()):
+            print(f"  {kind:12s} recall {figures['recall']:.3f} ({figures['dropped']}/{figures['n']})")
+    print(f"report: {args.out / 'report.md'}")
     return 0
 
 

@@ -55,3 +55,29 @@ def test_bad_input_is_one_clear_message_and_exit_code_2(tmp_path, capsys):
     assert main(["folder", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err
     assert error.startswith("asr-prepare: error:") and "nowhere" in error
+
+
+def test_demo_then_clean_reports_precision_and_recall(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", str(out), "--hours", "0.02", "--min-eval-clips", "2", "--workers", "1",
+                 "--corruption", "0.5"]) == 0
+    for split in ("train", "dev", "test"):
+        windows = CutSet.from_file(out / f"{split}_windows.jsonl.gz")
+        assert max(c.duration for c in windows) <= 30.0
+    assert main(["clean", str(out / "train_windows.jsonl.gz"), "--out", str(out / "clean"),
+                 "--set", "rate_outlier_min_count=5"]) == 0
+    printed = capsys.readouterr().out
+    assert "against the recorded truth: precision" in printed
+    kept = CutSet.from_file(out / "clean" / "kept_cuts.jsonl.gz")
+    dropped = CutSet.from_file(out / "clean" / "dropped_cuts.jsonl.gz")
+    assert len(kept) + len(dropped) == len(CutSet.from_file(out / "train_windows.jsonl.gz"))
+    assert all(c.custom["dropped_by"] for c in dropped)
+    report = json.loads((out / "clean" / "report.json").read_text())
+    assert report["config"]["rate_outlier_min_count"] == 5
+
+
+def test_clean_with_a_bad_override_names_it(tmp_path, capsys):
+    cuts = tmp_path / "cuts.jsonl.gz"
+    CutSet.from_cuts([]).to_file(cuts)
+    assert main(["clean", str(cuts), "--out", str(tmp_path / "c"), "--set", "rate_outlier_madz=3"]) == 2
+    assert "clean.rate_outlier_madz" in capsys.readouterr().err
