@@ -22,7 +22,8 @@ import torch
 import torchaudio.functional as AF
 from lhotse import CutSet
 from lhotse.cut import Cut
-from lhotse.dataset import DynamicBucketingSampler
+from lhotse.dataset import DynamicBucketingSampler, IterableDatasetWrapper
+from lhotse.dataset.dataloading import make_worker_init_fn
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader
 
@@ -204,6 +205,23 @@ def make_sampler(cuts: CutSet, options: DataConfig, shuffle: bool, world_size: i
 def make_loader(dataset: MultitaskDataset, sampler, num_workers: int = 0) -> DataLoader:
     return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=num_workers,
                       persistent_workers=False)
+
+
+def make_shar_loader(shar_dir: str | Path, dataset: MultitaskDataset, options: DataConfig, num_workers: int = 0,
+                     rank: int = 0, world_size: int = 1, seed: int = 0) -> DataLoader:
+    """Batches from lhotse Shar shards, for corpora too big for random access.
+
+    Each rank, and each DataLoader worker in it, reads only its own shards, sequentially; the shard order
+    is reshuffled every epoch (every new iteration of the loader). A worker's batches come from its own
+    bucketing sampler, so give every rank at least ``num_workers`` shards.
+    """
+    cuts = CutSet.from_shar(in_dir=shar_dir, split_for_dataloading=True, shuffle_shards=True,
+                            stateful_shuffle=True, seed=seed)
+    sampler = make_sampler(cuts, options, shuffle=True, seed=seed)
+    # Persistent workers keep the shard reader's epoch count, which reseeds the shuffle every epoch.
+    return DataLoader(IterableDatasetWrapper(dataset, sampler), batch_size=None, num_workers=num_workers,
+                      persistent_workers=num_workers > 0,
+                      worker_init_fn=make_worker_init_fn(rank=rank, world_size=world_size, seed=seed))
 
 
 def export_shar(cuts: CutSet, out_dir: str | Path, shard_size: int = 1000, audio_format: str = "flac") -> dict:

@@ -7,6 +7,7 @@ from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
 from asr.audio import log_mel_spectrogram
 from asr.config import DataConfig
 from asr.data.dataset import (MultitaskDataset, balance_languages, export_shar, make_loader, make_sampler,
+                              make_shar_loader,
                               open_cuts, subsample_nospeech)
 from asr.data.sequence import IGNORE
 from asr.tokenizer import Tokenizer, train_sentencepiece
@@ -133,6 +134,22 @@ def test_shar_round_trip_gives_the_same_batch(corpus, tok, tmp_path):
     assert reread["cut_ids"] == original["cut_ids"]
     assert torch.allclose(reread["mel"], original["mel"], atol=1e-4)  # FLAC is lossless at 16 bits
     assert torch.equal(reread["tokens"], original["tokens"])
+
+
+def test_shar_shards_are_split_across_ranks_and_reshuffled_each_epoch(corpus, tok, tmp_path):
+    cuts = CutSet.from_cuts([c.with_id(f"{c.id}-{k}") for k in range(3) for c in corpus])  # 24 cuts
+    export_shar(cuts, tmp_path / "shar", shard_size=2)  # 12 shards
+    options = DataConfig(max_duration=30.0, num_buckets=2)
+    dataset = MultitaskDataset(tok, options, n_mels=80, train=False)
+    epochs = {}
+    for rank in (0, 1):
+        loader = make_shar_loader(tmp_path / "shar", dataset, options, num_workers=1, rank=rank, world_size=2)
+        epochs[rank] = [[cut_id for batch in loader for cut_id in batch["cut_ids"]] for _ in range(2)]
+    for epoch in (0, 1):  # each rank reads 6 of the 12 shards, a new draw each epoch
+        mine, theirs = set(epochs[0][epoch]), set(epochs[1][epoch])
+        assert len(mine) == len(theirs) == 12
+        assert not mine & theirs and mine | theirs == {c.id for c in cuts}
+    assert epochs[0][0] != epochs[0][1]
 
 
 def test_open_cuts_errors_name_the_path(tmp_path):
