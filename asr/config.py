@@ -94,6 +94,9 @@ class DataConfig:
     time_mask_width: int = 40  # mel frames (10 ms each), at most
     speed_perturb: tuple[float, ...] = ()  # e.g. [0.9, 1.1]: each cut is sped up or down by one of these...
     speed_perturb_rate: float = 0.0  # ... with this chance
+    noise: tuple[str, ...] = ()  # manifests of noise cuts (e.g. MUSAN) mixed into training audio...
+    noise_rate: float = 0.0  # ... with this chance
+    noise_snr: tuple[float, float] = (10.0, 30.0)  # dB, drawn uniformly
 
 
 @dataclass(frozen=True)

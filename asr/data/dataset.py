@@ -14,10 +14,12 @@ restores the sampler's state gets exactly the batches the uninterrupted run woul
 from __future__ import annotations
 
 import random
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torchaudio.functional as AF
 from lhotse import CutSet
@@ -74,6 +76,7 @@ class MultitaskDataset(torch.utils.data.Dataset):
         self.train = train
         self.pad_to_30s = pad_to_30s
         self.seed = seed
+        self.noise = [cut for path in options.noise for cut in open_cuts(path)] if train else []
 
     def __getitem__(self, cuts: CutSet) -> dict:
         cuts = list(cuts)
@@ -92,6 +95,8 @@ class MultitaskDataset(torch.utils.data.Dataset):
             except Exception as e:  # a decoder can fail in many ways; the batch goes on without this cut
                 dropped.add(cut.id, f"unreadable audio: {type(e).__name__}: {e}")
                 continue
+            if self.noise and rng.random() < self.options.noise_rate:
+                audio = self._add_noise(audio, rng)
             audios.append(pad_or_trim(audio, N_SAMPLES) if self.pad_to_30s else audio)
             examples.append(example)
             kept.append(cut)
@@ -122,6 +127,15 @@ class MultitaskDataset(torch.utils.data.Dataset):
     def _batch_seed(self, cuts: list[Cut]) -> int:
         return zlib.crc32("\n".join([str(self.seed)] + [c.id for c in cuts]).encode())
 
+    def _add_noise(self, audio: np.ndarray, rng: random.Random) -> np.ndarray:
+        noise_cut = rng.choice(self.noise)
+        try:
+            noise = load_cut_audio(noise_cut)
+        except Exception as e:  # a bad noise file costs the augmentation, not the cut
+            warnings.warn(f"noise cut {noise_cut.id}: unreadable audio ({type(e).__name__}: {e}); not mixed in")
+            return audio
+        return add_noise(audio, noise, rng.uniform(*self.options.noise_snr), rng)
+
     def _spec_augment(self, mel: torch.Tensor, n_frames: torch.Tensor, rng: random.Random) -> torch.Tensor:
         """Frequency and time masks (SpecAugment), drawn from the batch's seed; padding stays 0."""
         options = self.options
@@ -142,6 +156,22 @@ def load_cut_audio(cut: Cut):
         raise ValueError(f"cut {cut.id} has no audio samples")
     mono = audio.mean(axis=0) if audio.ndim == 2 else audio
     return resample(mono.astype("float32"), cut.sampling_rate, SAMPLE_RATE)
+
+
+def add_noise(audio: np.ndarray, noise: np.ndarray, snr_db: float, rng: random.Random) -> np.ndarray:
+    """``audio`` plus ``noise`` (looped or cut to its length, from a random offset) at ``snr_db``.
+
+    audio, noise : shape = (n_samples,), float32. Silent audio or noise is returned unchanged.
+    """
+    if len(noise) == 0:
+        return audio
+    start = rng.randrange(len(noise))
+    looped = np.resize(np.roll(noise, -start), len(audio))
+    audio_power, noise_power = float(np.mean(audio**2)), float(np.mean(looped**2))
+    if audio_power == 0.0 or noise_power == 0.0:
+        return audio
+    scale = np.sqrt(audio_power / (noise_power * 10 ** (snr_db / 10)))
+    return (audio + scale * looped).astype(np.float32)
 
 
 def _pad(sequences: list[list[int]], value: int) -> torch.Tensor:

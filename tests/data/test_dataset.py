@@ -1,3 +1,5 @@
+import random
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -6,7 +8,7 @@ from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
 
 from asr.audio import log_mel_spectrogram
 from asr.config import DataConfig
-from asr.data.dataset import (MultitaskDataset, balance_languages, export_shar, make_loader, make_sampler,
+from asr.data.dataset import (MultitaskDataset, add_noise, balance_languages, export_shar, make_loader, make_sampler,
                               make_shar_loader,
                               open_cuts, subsample_nospeech)
 from asr.data.sequence import IGNORE
@@ -98,6 +100,29 @@ def test_spec_augment_masks_are_seeded_by_the_batch_and_keep_padding_zero(corpus
         assert (a["mel"][i, :, n:] == 0).all()
     other_seed = MultitaskDataset(tok, DataConfig(), n_mels=80, train=True, seed=4)[corpus]
     assert not torch.equal(a["mel"], other_seed["mel"])
+
+
+def test_add_noise_reaches_the_asked_snr():
+    rng = np.random.default_rng(1)
+    audio = rng.standard_normal(16000).astype("float32")
+    noise = 0.01 * rng.standard_normal(5000).astype("float32")  # shorter: looped
+    mixed = add_noise(audio, noise, 10.0, random.Random(0))
+    added = mixed - audio
+    snr = 10 * np.log10(np.mean(audio**2) / np.mean(added**2))
+    assert snr == pytest.approx(10.0, abs=1e-3) and mixed.dtype == np.float32
+    assert np.array_equal(add_noise(np.zeros(100, "float32"), noise, 10.0, random.Random(0)), np.zeros(100))
+
+
+def test_noise_manifest_is_mixed_into_training_audio(corpus, tok, tmp_path):
+    noise_manifest = tmp_path / "noise.jsonl.gz"
+    CutSet.from_cuts([c for c in corpus if not c.supervisions]).to_file(noise_manifest)
+    options = DataConfig(noise=(str(noise_manifest),), noise_rate=1.0, spec_augment=False)
+    noisy = MultitaskDataset(tok, options, n_mels=80, train=True)[corpus]
+    clean = MultitaskDataset(tok, DataConfig(spec_augment=False), n_mels=80, train=True)[corpus]
+    assert not torch.equal(noisy["mel"], clean["mel"])
+    assert torch.equal(noisy["n_frames"], clean["n_frames"])
+    evaluation = MultitaskDataset(tok, options, n_mels=80, train=False)[corpus]  # never in evaluation
+    assert torch.equal(evaluation["mel"], MultitaskDataset(tok, DataConfig(), n_mels=80, train=False)[corpus]["mel"])
 
 
 def test_sampler_covers_every_cut_and_resumes_on_the_next_batch(corpus, tok):
