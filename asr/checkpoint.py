@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from pathlib import Path
 from typing import NamedTuple
 
@@ -94,3 +95,106 @@ def read(path: str | Path) -> dict:
         keys = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise CheckpointError(f"{path}: not a model checkpoint: expected 'dims' and 'model_state_dict', found {keys}")
     return checkpoint
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training state: DeepSpeed checkpoints of a run. This is the only place that knows their layout.
+#
+#   RUN_DIR/checkpoints/step-00000500/   DeepSpeed's files for one step (model, optimizer shards)
+#   RUN_DIR/checkpoints/latest           the tag of the newest COMPLETE checkpoint, replaced atomically
+#   RUN_DIR/checkpoints/best             the tag of the best one by the dev metric, never pruned
+#
+# A run killed while writing step N leaves `latest` naming step N-k, which is whole.
+
+LATEST, BEST = "latest", "best"
+
+
+def checkpoint_tag(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def save_training_state(engine, checkpoint_dir: str | Path, step: int, client_state: dict, keep_last: int,
+                        is_best: bool = False) -> str:
+    """Save on every rank, then (rank 0) point ``latest`` (and ``best``) at it and prune old ones."""
+    import torch.distributed as dist
+
+    checkpoint_dir = Path(checkpoint_dir)
+    tag = checkpoint_tag(step)
+    engine.save_checkpoint(str(checkpoint_dir), tag=tag, client_state=client_state, save_latest=False)
+    if dist.is_initialized():
+        dist.barrier()
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        _write_atomically(checkpoint_dir / LATEST, tag)
+        if is_best:
+            _write_atomically(checkpoint_dir / BEST, tag)
+        _prune(checkpoint_dir, keep_last)
+    if dist.is_initialized():
+        dist.barrier()
+    return tag
+
+
+def load_training_state(engine, checkpoint_dir: str | Path) -> dict | None:
+    """Restore model, optimizer and scheduler from ``latest``; returns the client state (None: no checkpoint)."""
+    tag = read_tag(checkpoint_dir, LATEST)
+    if tag is None:
+        return None
+    path, client_state = engine.load_checkpoint(str(checkpoint_dir), tag=tag)
+    if path is None:
+        raise CheckpointError(f"{Path(checkpoint_dir) / tag}: DeepSpeed could not load this checkpoint")
+    return client_state
+
+
+def read_tag(checkpoint_dir: str | Path, name: str = LATEST) -> str | None:
+    path = Path(checkpoint_dir) / name
+    return path.read_text().strip() if path.exists() else None
+
+
+def export(run_dir: str | Path, out_path: str | Path, tag: str | None = None) -> Path:
+    """Consolidate a run's DeepSpeed checkpoint (any ZeRO stage) into one fp32 checkpoint of our format."""
+    from asr.config import load_config
+
+    run_dir = Path(run_dir)
+    checkpoint_dir = run_dir / "checkpoints"
+    tag = tag or read_tag(checkpoint_dir, LATEST)
+    if tag is None or not (checkpoint_dir / tag).is_dir():
+        raise CheckpointError(f"{checkpoint_dir}: no complete training checkpoint to export")
+    config = load_config(run_dir / "config.yaml")
+    tokenizer = Tokenizer.from_sentencepiece((run_dir / "tokenizer.model").read_bytes())
+    model = Model(model_dims(config, tokenizer.n_vocab))
+    model.load_state_dict(consolidated_state_dict(checkpoint_dir, tag))
+    save(out_path, model, tokenizer, config)
+    return Path(out_path)
+
+
+def consolidated_state_dict(checkpoint_dir: Path, tag: str) -> dict:
+    """The full fp32 weights, gathered from ZeRO partitions where there are any."""
+    if any((checkpoint_dir / tag).glob("*zero_pp_rank_*optim_states.pt")):
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir), tag=tag)
+    else:  # no ZeRO partitioning: the model file holds every weight
+        state = torch.load(checkpoint_dir / tag / "mp_rank_00_model_states.pt", map_location="cpu",
+                           weights_only=False)["module"]
+    return {name: tensor.float() for name, tensor in state.items()}
+
+
+def model_dims(config: Config, n_vocab: int) -> ModelDims:
+    """The network's dims from a run config's model section and the tokenizer's vocabulary size."""
+    fields = dataclasses.asdict(config.model)
+    del fields["preset"]
+    return ModelDims(n_vocab=n_vocab, **fields)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def _prune(checkpoint_dir: Path, keep_last: int) -> None:
+    """Delete all but the newest ``keep_last`` step checkpoints, never the best or the latest."""
+    keep = {read_tag(checkpoint_dir, LATEST), read_tag(checkpoint_dir, BEST)}
+    tags = sorted(p.name for p in checkpoint_dir.glob("step-*") if p.is_dir())
+    for tag in tags[: max(len(tags) - keep_last, 0)]:
+        if tag not in keep:
+            shutil.rmtree(checkpoint_dir / tag)

@@ -121,15 +121,22 @@ class TrainConfig:
 
     output_dir: str = "runs/default"
     seed: int = 1234
+    init_from: str | None = None  # a checkpoint of this project or OpenAI's to start from (weights only)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     zero_stage: Literal[0, 1, 2, 3] = 0
+    cpu_processes: int = 1  # train.sh on a machine without GPUs: this many gloo processes
+    deepspeed_config: str | None = None  # a DeepSpeed JSON; default configs/deepspeed/zero<stage>.json
     grad_accum: int = 1
     activation_checkpointing: bool = False
     compile: bool = False
     log_every: int = 10
-    eval_every: int = 500
-    save_every: int = 500
-    keep_last: int = 2
+    eval_every: int = 500  # 0: validate only at the end
+    save_every: int = 500  # 0: save only at the end
+    keep_last: int = 2  # checkpoints kept besides the best
+    best_metric: str = "dev_loss"  # lower is better: dev_loss or dev_wer
+    dev_decode_cuts: int = 64  # dev cuts decoded greedily for WER/CER at each validation
+    max_decode_tokens: int = 200
+    nonfinite_limit: int = 10  # consecutive NaN/inf losses that stop the run
 
 
 @dataclass(frozen=True)

@@ -35,11 +35,12 @@ def test_label_smoothing_raises_the_loss_of_a_confident_prediction():
 
 def test_ctc_loss_against_a_hand_count_of_paths():
     # Two positions, classes {0, 1, blank=2}, uniform: target [0] has 3 paths (0 0, 0 -, - 0) of
-    # probability 1/9 each, so the loss is -log(1/3). Target [0, 1] has one path: -log(1/9).
+    # probability 1/9 each, so its loss is -log(1/3). Target [0, 1] has one path: -log(1/9).
+    # Per target token: (log 3 + log 9) / 3.
     ctc_logits = torch.zeros(2, 2, 3)
     b = batch([[IGNORE], [IGNORE]], [[0, 0], [0, 1]], [1, 2], [True, True])
     loss = multitask_loss(Output(torch.zeros(2, 1, 2), ctc_logits, None), b, ctc_weight=1.0)
-    assert loss.ctc.item() == pytest.approx((math.log(3) + math.log(9)) / 2, rel=1e-5)
+    assert loss.ctc.item() == pytest.approx((math.log(3) + math.log(9)) / 3, rel=1e-5)
 
 
 def test_ctc_skips_cuts_without_known_words_and_respects_lengths():

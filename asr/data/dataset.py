@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from asr.audio import N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram_batch, pad_or_trim, resample
 from asr.config import DataConfig
-from asr.data.sequence import IGNORE, SequenceTooLong, cut_to_example
+from asr.data.sequence import IGNORE, BadLabel, cut_to_example
 from asr.tokenizer import Tokenizer
 
 
@@ -63,7 +63,7 @@ class MultitaskDataset(torch.utils.data.Dataset):
             "cut_ids", "tasks", "languages": lists of B strings (language None for no speech)
             "audio_seconds": float, speech time in the batch
             "padding_ratio": float, share of mel frames that are padding
-            "dropped":      Dropped, cuts left out of this batch (unreadable audio, too long a transcript)
+            "dropped":      Dropped, cuts left out of this batch (unreadable audio, empty or too long transcript)
         }
     """
 
@@ -89,8 +89,8 @@ class MultitaskDataset(torch.utils.data.Dataset):
             try:
                 example = cut_to_example(cut, self.tokenizer, self.options, rng, self.n_text_ctx)
                 audio = load_cut_audio(cut)
-            except SequenceTooLong as e:
-                dropped.add(cut.id, f"transcript too long: {e}")
+            except BadLabel as e:
+                dropped.add(cut.id, f"{e.reason}: {e}")
                 continue
             except Exception as e:  # a decoder can fail in many ways; the batch goes on without this cut
                 dropped.add(cut.id, f"unreadable audio: {type(e).__name__}: {e}")

@@ -28,8 +28,22 @@ from asr.tokenizer import TIME_PRECISION, Tokenizer
 IGNORE = -100  # label of a position that takes no loss (torch's cross_entropy ignore_index)
 
 
-class SequenceTooLong(ValueError):
+class BadLabel(ValueError):
+    """A cut whose label cannot be trained on; the dataset drops it and counts the reason."""
+
+    reason = "bad label"
+
+
+class SequenceTooLong(BadLabel):
     """The transcript alone does not fit the decoder's context."""
+
+    reason = "transcript too long"
+
+
+class EmptyTranscript(BadLabel):
+    """A speech cut whose transcript has no text (no-speech cuts have no supervisions instead)."""
+
+    reason = "empty transcript"
 
 
 @dataclass(frozen=True)
@@ -51,6 +65,8 @@ def cut_to_example(cut: Cut, tokenizer: Tokenizer, options: DataConfig, rng: ran
         sequence = [tokenizer.sot, tokenizer.no_speech, tokenizer.eot]
         return Example(sequence[:-1], sequence[1:], [], "nospeech", None)
 
+    if any(not (s.text or "").strip() for s in supervisions):
+        raise EmptyTranscript(f"cut {cut.id}: a supervision has no text")
     language = supervisions[0].language
     translate = _choose_translate(cut, supervisions, options, rng)
     timestamps = rng.random() < options.timestamp_rate

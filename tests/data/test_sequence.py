@@ -5,7 +5,7 @@ from lhotse import MonoCut, SupervisionSegment
 from lhotse.testing.dummies import dummy_recording
 
 from asr.config import DataConfig
-from asr.data.sequence import IGNORE, SequenceTooLong, cut_to_example
+from asr.data.sequence import IGNORE, EmptyTranscript, SequenceTooLong, cut_to_example
 from asr.tokenizer import Tokenizer, train_sentencepiece
 
 TEXTS = [" Heute sieht die Katze den Hund.", " Today the cat sees the dog.", " Le chat dort.", " Hallo Welt."] * 30
@@ -120,3 +120,9 @@ def test_rates_are_drawn_from_the_generator(tok):
     assert 0.4 < translate < 0.6 and 0.4 < timestamps < 0.6 and 0.4 < prompted < 0.6
     again = cut_to_example(cut, tok, DataConfig(), random.Random(7))
     assert again == examples[0]
+
+
+def test_empty_transcript_is_refused(tok):
+    cut = make_cut(3.0, [(0.0, 3.0, "  ", "de", None)])
+    with pytest.raises(EmptyTranscript, match="cut"):
+        cut_to_example(cut, tok, options(), random.Random(0))

@@ -1,0 +1,1 @@
+"""Scoring: text normalisation and error rates."""

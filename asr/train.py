@@ -1,0 +1,552 @@
+"""The trainer: ``python -m asr.train CONFIG [key=value ...]``, one process per device (``train.sh``).
+
+Lifecycle: ``setup`` (distributed group, run folder, tokenizer, model, DeepSpeed engine, data), ``fit``
+(the loop: step, log, validate, checkpoint; resumes from the run folder's latest checkpoint), then a
+summary. The same code runs on CPUs (gloo) and GPUs (NCCL); DeepSpeed's ZeRO shards optimizer state,
+gradients and, at stage 3, the weights.
+
+Exact resume: every random choice of a batch is seeded by its cut ids (asr.data.dataset), the
+sampler's order by (seed, epoch), and the checkpoint records the epoch and how many batches of it each
+rank consumed. A restarted run skips those batches' metadata (no audio is read) and continues with
+the very batches, and so the very losses, of an uninterrupted run.
+
+Faults: a batch whose cuts were all dropped, or whose loss is NaN/inf on any rank, is skipped on every
+rank (so that collectives stay matched) and counted; ``train.nonfinite_limit`` consecutive non-finite
+losses stop the run. SIGTERM saves a checkpoint at the end of the current step and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from lhotse import CutSet
+from lhotse.manipulation import combine
+
+from asr import checkpoint
+from asr.config import CONFIG_DIR, Config, load_config, save_config, to_dict
+from asr.data.dataset import (MultitaskDataset, balance_languages, make_loader, make_sampler, open_cuts,
+                              subsample_nospeech)
+from asr.data.sequence import manifest_texts
+from asr.evaluate.validation import validate
+from asr.loss import multitask_loss
+from asr.model import Model
+from asr.tokenizer import Tokenizer, train_sentencepiece
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on; the message says why and what to change."""
+
+
+def lr_factor(step: int, warmup_steps: int, max_steps: int, schedule: str) -> float:
+    """The learning rate's multiplier at ``step``."""
+    # 1) linear warm-up from almost 0 to 1
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    # 2) then decay to 0 at max_steps, in a straight line or along half a cosine
+    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    return 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass
+class Counters:
+    """What went wrong along the way; in the logs and the run summary."""
+
+    nonfinite_steps: int = 0  # micro-batches skipped for a NaN/inf loss
+    consecutive_nonfinite: int = 0
+    empty_batches: int = 0  # micro-batches skipped because every cut in them was dropped
+    dropped_cuts: Counter = field(default_factory=Counter)  # reason -> cuts left out of batches
+
+
+@dataclass
+class State:
+    """Where the run is: what a checkpoint must hold to continue exactly."""
+
+    step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0  # groups of one micro-batch per rank consumed in the current epoch
+    best: float | None = None
+
+
+@dataclass
+class Run:
+    config: Config
+    run_dir: Path
+    rank: int
+    world_size: int
+    device: torch.device
+    tokenizer: Tokenizer
+    engine: object  # deepspeed.DeepSpeedEngine
+    train_cuts: CutSet
+    dev_cuts: CutSet | None
+    dataset: MultitaskDataset
+    state: State = field(default_factory=State)
+    counters: Counters = field(default_factory=Counters)
+    stop_requested: bool = False
+    started: float = field(default_factory=time.time)
+    first_step: int = 0  # the step the run (re)started from, for the ETA
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="asr-train", description="Train on the manifests a config names.")
+    parser.add_argument("config", type=Path)
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    args = parser.parse_args(argv)
+    try:
+        train(load_config(args.config, args.overrides))
+    except (TrainingError, ValueError, FileNotFoundError) as e:
+        print(f"asr-train: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def train(config: Config) -> dict:
+    """Set up, train to ``optim.max_steps`` (or until SIGTERM), write and return the run summary."""
+    run = setup(config)
+    started = time.time()
+    try:
+        fit(run)
+        summary = finish(run, time.time() - started)
+    finally:
+        if dist.is_initialized():
+            dist.barrier()
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------------
+# Set up
+
+
+def setup(config: Config) -> Run:
+    import deepspeed
+
+    _init_distributed(deepspeed)
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    device = _device()
+    run_dir = Path(config.train.output_dir)
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.yaml")
+    _seed_everything(config.train.seed)
+    train_cuts = _open_all(config.data.train, "data.train")
+    tokenizer = _tokenizer(config, run_dir, train_cuts, rank)
+    model = _model(config, tokenizer)
+    engine = _engine(deepspeed, model, config, device)
+    dev_cuts = _open_all(config.data.dev, "data.dev").to_eager() if config.data.dev else None
+    dataset = MultitaskDataset(tokenizer, config.data, n_mels=config.model.n_mels,
+                               n_text_ctx=config.model.n_text_ctx, train=True,
+                               pad_to_30s=config.features.pad_to_30s, seed=config.train.seed)
+    run = Run(config, run_dir, rank, world_size, device, tokenizer, engine, train_cuts, dev_cuts, dataset)
+    signal.signal(signal.SIGTERM, lambda *_: setattr(run, "stop_requested", True))
+    return run
+
+
+def _init_distributed(deepspeed) -> None:
+    # A plain `python -m asr.train` is a world of one.
+    for name, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
+        os.environ.setdefault(name, value)
+    if "MASTER_PORT" not in os.environ:
+        os.environ["MASTER_PORT"] = str(_free_port())
+    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", verbose=False)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _device() -> torch.device:
+    if torch.cuda.is_available():
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _open_all(paths: tuple[str, ...], key: str) -> CutSet:
+    if not paths:
+        raise TrainingError(f"{key} names no manifest: set {key}=[path/to/cuts.jsonl.gz, ...]")
+    return combine(*[open_cuts(p) for p in paths]) if len(paths) > 1 else open_cuts(paths[0])
+
+
+def _tokenizer(config: Config, run_dir: Path, train_cuts: CutSet, rank: int) -> Tokenizer:
+    """The run's vocabulary: kept in the run folder, so a resumed run uses the very same one."""
+    path = run_dir / "tokenizer.model"
+    if rank == 0 and not path.exists():
+        if config.tokenizer.path:
+            model = Path(config.tokenizer.path).read_bytes()
+        else:
+            model = train_sentencepiece(manifest_texts([train_cuts]), config.tokenizer.vocab_size,
+                                        config.tokenizer.model_type, config.tokenizer.character_coverage)
+        partial = path.with_name("tokenizer.model.partial")
+        partial.write_bytes(model)
+        os.replace(partial, path)
+    dist.barrier()
+    return Tokenizer.from_sentencepiece(path.read_bytes())
+
+
+def _model(config: Config, tokenizer: Tokenizer) -> Model:
+    model = Model(checkpoint.model_dims(config, tokenizer.n_vocab))
+    if config.train.init_from:
+        loaded = checkpoint.load(config.train.init_from)
+        if loaded.model.dims.n_vocab != tokenizer.n_vocab:
+            raise TrainingError(
+                f"{config.train.init_from}: its vocabulary has {loaded.model.dims.n_vocab} tokens, this run's "
+                f"{tokenizer.n_vocab}; starting from a checkpoint needs the same vocabulary (set tokenizer.path "
+                "to its tokenizer; fine-tuning with Whisper's own BPE vocabulary is not supported yet)")
+        missing, unexpected = model.load_state_dict(loaded.model.state_dict(), strict=False)
+        if unexpected or [k for k in missing if not k.startswith("ctc.")]:
+            raise TrainingError(f"{config.train.init_from}: weights do not fit model dims "
+                                f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    model.set_activation_checkpointing(config.train.activation_checkpointing)
+    return model
+
+
+def _engine(deepspeed, model: Model, config: Config, device: torch.device):
+    optim = config.optim
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]  # biases and norms
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=optim.lr, betas=optim.betas, eps=optim.eps, fused=device.type == "cuda")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, optim.warmup_steps, optim.max_steps, optim.schedule))
+    engine, _, _, _ = deepspeed.initialize(model=model.to(device), optimizer=optimizer, lr_scheduler=scheduler,
+                                           config=deepspeed_config(config, device))
+    if config.train.compile:
+        engine.compile()
+    return engine
+
+
+def deepspeed_config(config: Config, device: torch.device) -> dict:
+    """The JSON block of the ZeRO stage, with batch, clipping and precision from the run config."""
+    path = Path(config.train.deepspeed_config or CONFIG_DIR / "deepspeed" / f"zero{config.train.zero_stage}.json")
+    try:
+        ds = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise TrainingError(f"{path}: cannot read the DeepSpeed config ({e})") from None
+    ds.update(train_micro_batch_size_per_gpu=1,  # batches are sized in seconds, not counted
+              gradient_accumulation_steps=config.train.grad_accum,
+              gradient_clipping=config.optim.grad_clip)
+    if config.train.precision == "bf16":
+        ds["bf16"] = {"enabled": True}
+    elif config.train.precision == "fp16":
+        ds["fp16"] = {"enabled": True, "loss_scale": 0, "initial_scale_power": 16}
+    if device.type != "cuda":
+        ds.setdefault("zero_optimization", {})["overlap_comm"] = False  # CUDA streams only
+    return ds
+
+
+# ---------------------------------------------------------------------------------------------------
+# The loop
+
+
+def fit(run: Run) -> None:
+    _resume(run)
+    run.started, run.first_step = time.time(), run.state.step
+    config, state = run.config, run.state
+    batches = _batches(run)
+    progress = _progress(run)
+    window = _Window()
+    while state.step < config.optim.max_steps:
+        batch = next(batches, None)
+        if batch is None:  # the epoch is over
+            state.epoch, state.batches_in_epoch = state.epoch + 1, 0
+            batches = _batches(run)
+            continue
+        state.batches_in_epoch += 1
+        if _train_on(run, batch, window):
+            state.step = run.engine.global_steps
+            _after_step(run, window, progress)
+            if _agree(run.stop_requested, run.device, any):
+                _save(run)
+                break
+    if progress is not None:
+        progress.close()
+
+
+def _train_on(run: Run, batch: dict, window: "_Window") -> bool:
+    """One micro-batch: forward, loss, backward, step. True when it completed an optimizer step."""
+    counters = run.counters
+    for reason in batch["dropped"].reasons:
+        counters.dropped_cuts[reason.split(":")[0]] += 1
+    if not _agree(bool(batch["cut_ids"]), run.device, all):
+        counters.empty_batches += 1
+        return False
+    device = run.device
+    try:
+        output = run.engine(batch["mel"].to(device), batch["tokens"].to(device), batch["n_frames"].to(device))
+        loss = multitask_loss(output, batch, run.config.optim.label_smoothing, run.config.optim.ctc_weight,
+                              run.engine.module.ctc_blank)
+    except torch.OutOfMemoryError:
+        raise TrainingError(
+            f"out of memory on a batch of {batch['audio_seconds']:.0f} s of audio: lower data.max_duration "
+            f"(now {run.config.data.max_duration:g}, try {run.config.data.max_duration / 2:g})") from None
+    if not _agree(bool(torch.isfinite(loss.total)), device, all):
+        counters.nonfinite_steps += 1
+        counters.consecutive_nonfinite += 1
+        if counters.consecutive_nonfinite >= run.config.train.nonfinite_limit:
+            raise TrainingError(f"{counters.consecutive_nonfinite} consecutive NaN/inf losses at step "
+                                f"{run.state.step}: lower optim.lr or check the data")
+        return False
+    counters.consecutive_nonfinite = 0
+    run.engine.backward(loss.total)
+    run.engine.step()
+    window.add(loss, batch)
+    return run.engine.global_steps > run.state.step
+
+
+def _agree(value: bool, device: torch.device, how) -> bool:
+    """``all`` or ``any`` of every rank's ``value``."""
+    if dist.get_world_size() == 1:
+        return value
+    flag = torch.tensor([1.0 if value else 0.0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN if how is all else dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+class _RankShare:
+    """This rank's share of one stream of batches that every rank draws alike.
+
+    The stream is read in groups of ``world_size`` batches and rank r takes the r-th of each group, so
+    N processes see the very batches one process with N-fold gradient accumulation would. The first
+    ``skip`` groups are passed over (only metadata is read), and an epoch's last, incomplete group is
+    left out so that every rank runs the same number of steps.
+    """
+
+    def __init__(self, sampler, rank: int, world_size: int, skip: int):
+        self.sampler, self.rank, self.world_size, self.skip = sampler, rank, world_size, skip
+
+    def __iter__(self):
+        # A generator, not iter(sampler): lhotse's sampler is its own iterator and restarts on iter().
+        stream = (batch for batch in self.sampler)
+        for _ in itertools.islice(stream, self.skip * self.world_size):
+            pass
+        while len(group := list(itertools.islice(stream, self.world_size))) == self.world_size:
+            yield group[self.rank]
+
+
+def _batches(run: Run):
+    config, state = run.config, run.state
+    cuts = subsample_nospeech(run.train_cuts, config.data.nospeech_rate)
+    if config.data.language_temperature != 1.0:
+        cuts = balance_languages(cuts, config.data.language_temperature, seed=config.train.seed)
+    sampler = make_sampler(cuts, config.data, shuffle=True, seed=config.train.seed)
+    sampler.set_epoch(state.epoch)
+    share = _RankShare(sampler, run.rank, run.world_size, state.batches_in_epoch)
+    return iter(make_loader(run.dataset, share, config.data.num_workers))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Logging
+
+
+class _Window:
+    """Sums over the micro-batches since the last log line."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss = self.attention = self.ctc = 0.0
+        self.micro = self.tokens = 0
+        self.audio_seconds = self.padding = 0.0
+        self.started = time.time()
+
+    def add(self, loss, batch: dict) -> None:
+        self.loss += loss.total.item()
+        self.attention += loss.attention.item()
+        self.ctc += loss.ctc.item()
+        self.micro += 1
+        self.tokens += loss.n_tokens
+        self.audio_seconds += batch["audio_seconds"]
+        self.padding += batch["padding_ratio"]
+
+    def summary(self, device: torch.device) -> dict:
+        """Means over micro-batches of every rank; rates summed over ranks."""
+        sums = torch.tensor([self.loss, self.attention, self.ctc, self.micro, self.tokens, self.audio_seconds,
+                             self.padding], dtype=torch.float64, device=device)
+        if dist.get_world_size() > 1:
+            dist.all_reduce(sums)
+        loss, attention, ctc, micro, tokens, seconds, padding = sums.tolist()
+        elapsed = max(time.time() - self.started, 1e-9)
+        micro = max(micro, 1)
+        return {"loss": loss / micro, "attention_loss": attention / micro, "ctc_loss": ctc / micro,
+                "tokens_per_s": tokens / elapsed, "audio_hours_per_s": seconds / 3600 / elapsed,
+                "padding": padding / micro}
+
+
+def _progress(run: Run):
+    if not run.is_main:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=run.config.optim.max_steps, initial=run.state.step, desc="train", unit="step",
+                dynamic_ncols=True, disable=None)
+
+
+def _log(run: Run, record: dict) -> None:
+    if not run.is_main:
+        return
+    with open(run.run_dir / "log.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    writer = _tensorboard(run)
+    if writer is not None:
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and key != "step":
+                writer.add_scalar(key, value, record["step"])
+        writer.flush()
+
+
+def _tensorboard(run: Run):
+    if not hasattr(run, "_writer"):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            run._writer = SummaryWriter(str(run.run_dir / "tensorboard"))
+        except ImportError:  # tensorboard is optional; log.jsonl has everything
+            run._writer = None
+    return run._writer
+
+
+def _after_step(run: Run, window: _Window, progress) -> None:
+    config, step = run.config.train, run.state.step
+    if step % config.log_every == 0 or step == run.config.optim.max_steps:
+        record = {"step": step, "epoch": run.state.epoch, "lr": run.engine.get_lr()[0], **window.summary(run.device),
+                  "dropped_cuts": sum(run.counters.dropped_cuts.values()),
+                  "nonfinite_steps": run.counters.nonfinite_steps}
+        window.reset()
+        _log(run, record)
+        if progress is not None:
+            postfix = {"loss": f"{record['loss']:.3f}", "lr": f"{record['lr']:.2e}",
+                       "tok/s": f"{record['tokens_per_s']:.0f}", "audio h/s": f"{record['audio_hours_per_s']:.4f}",
+                       "pad": f"{record['padding']:.1%}"}
+            progress.set_postfix(postfix)
+            if progress.disable:  # not a terminal (a log file, CI): a plain line instead of the bar
+                eta = (time.time() - run.started) / max(step - run.first_step, 1) * (run.config.optim.max_steps - step)
+                print(f"step {step}/{run.config.optim.max_steps} " + " ".join(f"{k} {v}" for k, v in postfix.items())
+                      + f" eta {eta / 60:.1f} min", flush=True)
+    if progress is not None:
+        progress.update(step - progress.n)
+    metrics = None
+    if config.eval_every and step % config.eval_every == 0 and step < run.config.optim.max_steps:
+        metrics = _validate(run)
+    if config.save_every and step % config.save_every == 0 and step < run.config.optim.max_steps:
+        _save(run, metrics)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Validation and checkpoints
+
+
+def _validate(run: Run) -> dict | None:
+    """Dev metrics on rank 0, shared with every rank. Under ZeRO-3 each forward call gathers weights
+    from every rank, so every rank runs the same validation, agreeing on when decoding stops."""
+    if run.dev_cuts is None:
+        return None
+    sharded = run.config.train.zero_stage == 3
+    metrics = [None]
+    if run.is_main or sharded:
+        metrics[0] = validate(run.engine.module, run.tokenizer, run.dev_cuts, run.config.data,
+                              run.config.train.dev_decode_cuts, run.config.train.max_decode_tokens,
+                              run.config.optim.label_smoothing, run.config.optim.ctc_weight,
+                              all_finished=lambda done: _agree(done, run.device, all) if sharded else done)
+    if dist.get_world_size() > 1:
+        dist.broadcast_object_list(metrics, src=0)
+    _log(run, {"step": run.state.step, **metrics[0]})
+    if run.is_main:
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics[0].items() if not k.startswith("dev_wer_"))
+        print(f"\nstep {run.state.step}: {shown}", flush=True)
+    return metrics[0]
+
+
+def _save(run: Run, metrics: dict | None = None) -> None:
+    state, counters = run.state, run.counters
+    is_best = False
+    if metrics and run.config.train.best_metric in metrics:
+        value = metrics[run.config.train.best_metric]
+        is_best = state.best is None or value < state.best
+        state.best = value if is_best else state.best
+    client_state = {
+        "step": state.step, "epoch": state.epoch, "batches_in_epoch": state.batches_in_epoch, "best": state.best,
+        "counters": {"nonfinite_steps": counters.nonfinite_steps, "empty_batches": counters.empty_batches,
+                     "dropped_cuts": dict(counters.dropped_cuts)},
+        "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+        "config": to_dict(run.config),
+        "tokenizer": run.tokenizer.state(),
+    }
+    checkpoint.save_training_state(run.engine, run.checkpoint_dir, state.step, client_state,
+                                   run.config.train.keep_last, is_best)
+
+
+def _resume(run: Run) -> None:
+    client_state = checkpoint.load_training_state(run.engine, run.checkpoint_dir)
+    if client_state is None:
+        return
+    state, counters = run.state, run.counters
+    state.step, state.epoch = client_state["step"], client_state["epoch"]
+    state.batches_in_epoch, state.best = client_state["batches_in_epoch"], client_state["best"]
+    counters.nonfinite_steps = client_state["counters"]["nonfinite_steps"]
+    counters.empty_batches = client_state["counters"]["empty_batches"]
+    counters.dropped_cuts = Counter(client_state["counters"]["dropped_cuts"])
+    random.setstate(client_state["rng"]["python"])
+    np.random.set_state(client_state["rng"]["numpy"])
+    torch.set_rng_state(client_state["rng"]["torch"])
+    if run.is_main:
+        print(f"resumed from {checkpoint.checkpoint_tag(state.step)} (epoch {state.epoch})", flush=True)
+
+
+def finish(run: Run, seconds: float) -> dict:
+    """Validate and save at the end (unless stopped early), then write and print the summary."""
+    metrics = None
+    if not run.stop_requested and run.state.step >= run.config.optim.max_steps:
+        metrics = _validate(run)
+        if checkpoint.read_tag(run.checkpoint_dir) != checkpoint.checkpoint_tag(run.state.step):
+            _save(run, metrics)
+    counters = run.counters
+    summary = {
+        "steps": run.state.step, "epochs": run.state.epoch + 1, "stopped_early": run.stop_requested,
+        "seconds": round(seconds, 1), "nonfinite_steps": counters.nonfinite_steps,
+        "empty_batches": counters.empty_batches, "dropped_cuts": dict(counters.dropped_cuts),
+        "best": run.state.best, "final_metrics": metrics, "checkpoint": str(run.checkpoint_dir),
+    }
+    if run.is_main:
+        (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        print(json.dumps(summary, indent=2), flush=True)
+    return summary
+
+
+if __name__ == "__main__":
+    sys.exit(main())

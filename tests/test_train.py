@@ -1,0 +1,175 @@
+"""The trainer end to end on CPU processes (gloo): real launches, tiny model, a few steps."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
+
+from asr.checkpoint import export, load, read_tag
+from asr.evaluate.validation import validate
+from asr.train import _RankShare, lr_factor
+
+PYTHON = sys.executable
+TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
+STEPS = 8
+TEXTS = {"de": ["Hallo Welt.", "Guten Morgen.", "Die Katze schläft."], "fr": ["Bonjour le monde.", "Le chat dort."]}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """26 training clips, one of them with a corrupt audio file and one with an empty transcript (in
+    different batches: a batch left empty is skipped by every rank, which one process would not mirror); 4 dev."""
+    out = tmp_path_factory.mktemp("corpus")
+    rng = np.random.default_rng(0)
+    cuts = []
+    for i in range(30):
+        language = "de" if i % 2 else "fr"
+        path = out / f"c{i}.flac"
+        sf.write(path, (0.1 * rng.standard_normal(int((1.0 + (i % 5) * 0.4) * 16000))).astype("float32"), 16000)
+        recording = Recording.from_file(path, recording_id=f"c{i}")
+        text = "" if i == 12 else TEXTS[language][i % len(TEXTS[language])]
+        supervision = SupervisionSegment(id=f"c{i}-0", recording_id=recording.id, start=0, duration=recording.duration,
+                                         text=text, language=language, custom={"translation": "Hello."})
+        cuts.append(MonoCut(id=f"c{i}", start=0, duration=recording.duration, channel=0, recording=recording,
+                            supervisions=[supervision]))
+    CutSet.from_cuts(cuts[:26]).to_file(out / "train.jsonl.gz")
+    CutSet.from_cuts(cuts[26:]).to_file(out / "dev.jsonl.gz")
+    (out / "c3.flac").write_bytes(b"not audio any more")  # corrupt after the manifest was made
+    config = {
+        "model": {"n_mels": 80, "n_audio_ctx": 1500, "n_audio_state": 32, "n_audio_head": 2, "n_audio_layer": 1,
+                  "n_text_ctx": 64, "n_text_state": 32, "n_text_head": 2, "n_text_layer": 1, "ctc_head": True},
+        "tokenizer": {"vocab_size": 300},
+        "data": {"train": [str(out / "train.jsonl.gz")], "dev": [str(out / "dev.jsonl.gz")], "max_duration": 6.0,
+                 "num_buckets": 2, "num_workers": 0},
+        "optim": {"lr": 1e-3, "warmup_steps": 2, "max_steps": STEPS, "ctc_weight": 0.3},
+        "train": {"log_every": 1, "eval_every": 0, "save_every": 3, "dev_decode_cuts": 2, "max_decode_tokens": 8},
+    }
+    (out / "config.yaml").write_text(yaml.safe_dump(config))
+    return out
+
+
+def launch(corpus: Path, run_dir: Path, processes: int = 1, *overrides: str, wait: bool = True):
+    command = [PYTHON, "-m", "asr.train"] if processes == 1 else [TORCHRUN, "--standalone",
+                                                                   f"--nproc_per_node={processes}", "-m", "asr.train"]
+    command += [str(corpus / "config.yaml"), f"train.output_dir={run_dir}", *overrides]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if not wait:
+        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in records if "loss" in r}
+
+
+@pytest.fixture(scope="module")
+def reference(corpus, tmp_path_factory) -> Path:
+    """One process, ZeRO-2, two micro-batches per step: the global batch of two processes."""
+    run_dir = tmp_path_factory.mktemp("reference")
+    launch(corpus, run_dir, 1, "train.zero_stage=2", "train.grad_accum=2")
+    return run_dir
+
+
+def test_lr_schedule():
+    assert [lr_factor(s, 4, 10, "linear") for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_factor(4, 4, 10, "linear") == 1.0 and lr_factor(7, 4, 10, "linear") == 0.5
+    assert lr_factor(10, 4, 10, "linear") == 0.0 and lr_factor(20, 4, 10, "linear") == 0.0
+    assert lr_factor(7, 4, 10, "cosine") == pytest.approx(0.5)
+    assert lr_factor(9, 4, 10, "constant") == 1.0
+
+
+def test_rank_share_gives_each_rank_its_batches_of_one_stream():
+    stream = list(range(11))
+    shares = [list(_RankShare(stream, rank, 3, skip=1)) for rank in range(3)]
+    assert shares == [[3, 6], [4, 7], [5, 8]]  # the first group skipped, the incomplete last one left out
+
+
+def test_run_reports_the_corrupt_file_and_the_empty_transcript(reference):
+    summary = json.loads((reference / "summary.json").read_text())
+    assert summary["steps"] == STEPS and not summary["stopped_early"]
+    assert summary["dropped_cuts"]["unreadable audio"] >= 1
+    assert summary["dropped_cuts"]["empty transcript"] >= 1
+    assert summary["final_metrics"]["dev_loss"] > 0
+    assert set(losses(reference)) == set(range(1, STEPS + 1))
+    assert (reference / "config.yaml").exists() and (reference / "tokenizer.model").exists()
+    assert read_tag(reference / "checkpoints") == f"step-{STEPS:08d}"
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_two_processes_match_one_process_with_the_same_global_batch(corpus, reference, tmp_path, stage):
+    launch(corpus, tmp_path, 2, f"train.zero_stage={stage}")
+    one, two = losses(reference), losses(tmp_path)
+    for step in range(1, 6):
+        assert two[step] == pytest.approx(one[step], rel=1e-4), step
+    # export consolidates the shards: its dev loss is the engine's at the end of the run
+    exported = export(tmp_path, tmp_path / "model.pt")
+    model, tokenizer, config = load(exported)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    dev = CutSet.from_file(corpus / "dev.jsonl.gz")
+    metrics = validate(model, tokenizer, dev, config.data, decode_cuts=0, label_smoothing=config.optim.label_smoothing,
+                       ctc_weight=config.optim.ctc_weight)
+    assert metrics["dev_loss"] == pytest.approx(summary["final_metrics"]["dev_loss"], rel=1e-5)
+
+
+def test_resume_after_sigkill_continues_with_the_same_batches_and_losses(corpus, reference, tmp_path):
+    process = launch(corpus, tmp_path, 1, "train.zero_stage=2", "train.grad_accum=2", wait=False)
+    deadline = time.time() + 240
+    while time.time() < deadline and max(_logged_steps(tmp_path), default=0) < 4:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved = int(read_tag(tmp_path / "checkpoints").removeprefix("step-"))
+    assert saved in (3, 6)  # the checkpoint of step 3, unless step 6's was complete before the kill
+    lines_before = len((tmp_path / "log.jsonl").read_text().splitlines())
+    resumed = launch(corpus, tmp_path, 1, "train.zero_stage=2", "train.grad_accum=2")
+    assert f"resumed from step-{saved:08d}" in resumed.stdout
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()[lines_before:]]
+    after_resume = {r["step"]: r["loss"] for r in records if "loss" in r}
+    assert sorted(after_resume) == list(range(saved + 1, STEPS + 1))
+    expected = losses(reference)
+    for step in after_resume:
+        assert after_resume[step] == pytest.approx(expected[step], abs=1e-6), step
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_0(corpus, tmp_path):
+    process = launch(corpus, tmp_path, 1, "optim.max_steps=1000", "train.save_every=0", wait=False)
+    deadline = time.time() + 240
+    while time.time() < deadline and max(_logged_steps(tmp_path), default=0) < 2:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["stopped_early"] and summary["steps"] >= 2
+    assert read_tag(tmp_path / "checkpoints") == f"step-{summary['steps']:08d}"
+
+
+def test_bad_config_is_one_clear_error(corpus, tmp_path):
+    done = subprocess.run([PYTHON, "-m", "asr.train", str(corpus / "config.yaml"), "optim.lr=fast"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "optim.lr must be a number" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def _logged_steps(run_dir: Path) -> list[int]:
+    log = run_dir / "log.jsonl"
+    if not log.exists():
+        return []
+    steps = []
+    for line in log.read_text().splitlines():
+        try:
+            steps.append(json.loads(line)["step"])
+        except (json.JSONDecodeError, KeyError):
+            pass  # a line being written
+    return steps
