@@ -21,7 +21,7 @@ from asr.model import Output
 class Loss(NamedTuple):
     total: Tensor  # what backward() is called on
     attention: Tensor  # mean cross-entropy per target token (with label smoothing)
-    ctc: Tensor  # CTC loss per transcript token of the cuts with known words; 0 when not used
+    ctc: Tensor  # CTC loss per encoder position of the cuts with known words; 0 when not used
     n_tokens: int  # target tokens that took loss
 
 
@@ -54,6 +54,7 @@ def _ctc_loss(output: Output, batch: dict, blank: int) -> Tensor:
     log_probs = output.ctc_logits.float().log_softmax(-1).transpose(0, 1)  # (T, B, V + 1)
     per_cut = F.ctc_loss(log_probs, batch["ctc_targets"].to(device), input_lengths.to(device),
                          batch["ctc_lengths"].to(device), blank=blank, reduction="none", zero_infinity=True)
-    # Per target token, like the attention term, so that ctc_weight means the same whatever the lengths.
-    n_targets = (batch["ctc_lengths"].to(device) * valid).sum().clamp(min=1)
-    return (per_cut * valid).sum() / n_targets
+    # Per encoder position: a cut's CTC loss grows with its length, and no-speech cuts (an empty
+    # target) take loss too, so positions, not target tokens, keep the term on the attention term's scale.
+    n_positions = (input_lengths.to(device) * valid).sum().clamp(min=1)
+    return (per_cut * valid).sum() / n_positions

@@ -100,6 +100,7 @@ class Run:
     stop_requested: bool = False
     started: float = field(default_factory=time.time)
     first_step: int = 0  # the step the run (re)started from, for the ETA
+    writer: object = None  # TensorBoard's SummaryWriter on rank 0, made at the first log line
 
     @property
     def is_main(self) -> bool:
@@ -431,14 +432,14 @@ def _log(run: Run, record: dict) -> None:
 
 
 def _tensorboard(run: Run):
-    if not hasattr(run, "_writer"):
+    if run.writer is None:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            run._writer = SummaryWriter(str(run.run_dir / "tensorboard"))
+            run.writer = SummaryWriter(str(run.run_dir / "tensorboard"))
         except ImportError:  # tensorboard is optional; log.jsonl has everything
-            run._writer = None
-    return run._writer
+            run.writer = False
+    return run.writer or None
 
 
 def _after_step(run: Run, window: _Window, progress) -> None:
