@@ -1,5 +1,37 @@
 """Decoding: from a model's logits to text.
 
-``greedy`` is the batched greedy search the trainer validates with; the full transcribe stack (beam
-search, temperature fallback, timestamp rules, long-form) builds on the same KV cache.
+    from asr.decoding import DecodingOptions, decode, decode_with_fallback
+    results = decode_with_fallback(model, mel, n_frames, tokenizer, DecodingOptions(beam_size=5))
+
+Modules, in the order the data flows:
+
+- ``filters``: logit filters, ``apply(logits, tokens)`` masks what may come next (blank start,
+  suppressed tokens, Whisper's timestamp grammar);
+- ``search``: token decoders, ``update`` / ``finalize`` (greedy or sampling, beam search over the KV
+  cache), and the ranker that picks one candidate per item;
+- ``decode``: options, result, language detection, and ``decode``, which wires the strategies and
+  runs the main loop;
+- ``fallback``: ``decode_with_fallback``, re-decoding at higher temperatures the items that fail;
+- ``greedy``: the minimal batched greedy search the trainer validates with (its processes must agree
+  on when to stop, which ``greedy_decode``'s ``all_finished`` hook provides).
 """
+
+from asr.decoding.decode import (
+    DecodingOptions,
+    DecodingResult,
+    compression_ratio,
+    decode,
+    decode_features,
+    detect_language,
+)
+from asr.decoding.fallback import decode_with_fallback
+
+__all__ = [
+    "DecodingOptions",
+    "DecodingResult",
+    "compression_ratio",
+    "decode",
+    "decode_features",
+    "decode_with_fallback",
+    "detect_language",
+]
