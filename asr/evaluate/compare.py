@@ -1,0 +1,65 @@
+"""The difference of two evaluations: every numeric metric of either metrics.json, side by side.
+
+    rows = compare(json.load(open("eval/base/metrics.json")), json.load(open("eval/new/metrics.json")))
+    print(format_table(rows))
+    # | metric | A | B | B−A |
+    # |---|---|---|---|
+    # | wer.pooled.wer | 0.2500 | 0.2000 | -0.0500 |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Row:
+    metric: str  # dotted path into metrics.json, e.g. "wer.languages.de.wer"
+    a: float | None  # None: absent (or null) in A
+    b: float | None
+
+    @property
+    def difference(self) -> float | None:
+        return None if self.a is None or self.b is None else self.b - self.a
+
+
+def flatten(metrics: dict, prefix: str = "") -> dict[str, float | None]:
+    """The numbers of a nested dict under dotted keys; null values are kept as None, text and lists
+    are left out (booleans are not numbers here).
+
+    >>> flatten({"wer": {"de": 0.5, "unit": "word"}, "n": 3, "x": None})
+    {'wer.de': 0.5, 'n': 3, 'x': None}
+    """
+    flat = {}
+    for key, value in metrics.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{path}."))
+        elif value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+            flat[path] = value
+    return flat
+
+
+def compare(a: dict, b: dict) -> list[Row]:
+    """One row per numeric metric present in either, in A's order, then those only in B.
+    A metric that is null on both sides is left out."""
+    flat_a, flat_b = flatten(a), flatten(b)
+    keys = list(flat_a) + [k for k in flat_b if k not in flat_a]
+    rows = [Row(k, flat_a.get(k), flat_b.get(k)) for k in keys]
+    return [row for row in rows if row.a is not None or row.b is not None]
+
+
+def _cell(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, int):
+        return f"{value:+d}" if signed else str(value)
+    return f"{value:+.4f}" if signed else f"{value:.4f}"
+
+
+def format_table(rows: list[Row]) -> str:
+    """A Markdown table: metric, A, B, B−A (– where a side lacks the metric); integers as integers,
+    other numbers with 4 decimals."""
+    lines = ["| metric | A | B | B−A |", "|---|---|---|---|"]
+    lines += [f"| {r.metric} | {_cell(r.a)} | {_cell(r.b)} | {_cell(r.difference, signed=True)} |" for r in rows]
+    return "\n".join(lines) + "\n"
