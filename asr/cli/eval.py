@@ -1,0 +1,82 @@
+"""``asr-eval``: decode a CutSet with a checkpoint and score it; compare two evaluations.
+
+    asr-eval --model runs/demo/model.pt --manifest manifests/demo/test_cuts.jsonl.gz --out eval/test \\
+        [--tasks transcribe,translate,lid,nospeech,timestamps] [--run runs/demo]
+    asr-eval compare eval/clean/metrics.json eval/weak/metrics.json
+
+Writes ``hyps.jsonl``, ``metrics.json``, ``report.md`` and plots (per-language WER, the LID confusion
+matrix, and the training curves of ``--run``) into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from asr.checkpoint import CheckpointError, load
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["compare"]:
+        return _compare(argv[1:])
+    parser = argparse.ArgumentParser(prog="asr-eval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, required=True, help="a checkpoint (asr-export's output)")
+    parser.add_argument("--manifest", type=Path, required=True, help="a lhotse CutSet to decode and score")
+    parser.add_argument("--tasks", default="transcribe,translate,lid,nospeech,timestamps")
+    parser.add_argument("--out", type=Path, default=Path("eval"))
+    parser.add_argument("--run", type=Path, help="a run folder whose training curves go into the report")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--beam_size", type=int, default=None)
+    parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    args = parser.parse_args(argv)
+
+    from asr.data.dataset import open_cuts
+    from asr.decoding import DecodingOptions
+    from asr.evaluate.evaluate import evaluate_cuts
+    from asr.evaluate.report import write_report
+
+    try:
+        model, tokenizer, _ = load(args.model, device=args.device)
+        if tokenizer is None:
+            raise CheckpointError(f"{args.model}: an OpenAI checkpoint carries no tokenizer of this project")
+        cuts = open_cuts(args.manifest)
+        options = DecodingOptions(without_timestamps=True, beam_size=args.beam_size)
+        metrics, hyps = evaluate_cuts(model, tokenizer, cuts, args.tasks.split(","), args.batch_size, options,
+                                      progress=True)
+    except (CheckpointError, FileNotFoundError, ValueError) as e:
+        print(f"asr-eval: error: {e}", file=sys.stderr)
+        return 2
+    report = write_report(args.out, metrics, hyps, run_dir=args.run)
+    print(report.read_text())
+    print(f"report: {report}")
+    return 1 if metrics.get("failed_cuts") else 0
+
+
+def _compare(argv: list[str]) -> int:
+    from asr.evaluate.compare import compare, format_table
+
+    parser = argparse.ArgumentParser(prog="asr-eval compare", description="The difference table of two evaluations.")
+    parser.add_argument("a", type=Path)
+    parser.add_argument("b", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        a, b = (json.loads(p.read_text()) for p in (args.a, args.b))
+    except (OSError, json.JSONDecodeError) as e:
+        print(f"asr-eval compare: error: {e}", file=sys.stderr)
+        return 2
+    print(format_table(compare(a, b)))
+    return 0
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

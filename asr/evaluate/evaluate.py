@@ -1,0 +1,163 @@
+"""Decode a CutSet with a model and score every task it can be scored on.
+
+    metrics, hyps = evaluate_cuts(model, tokenizer, cuts, tasks=("transcribe", "translate", "lid", "nospeech"))
+    write_report("eval/test", metrics, hyps)
+
+Per batch of cuts: the audio is encoded once; language and no-speech probabilities come from the
+first decoder step; transcripts are decoded with the reference language given (so WER measures
+recognition, not language ID), translations with ``<|translate|>`` where a reference translation
+exists. Timestamps are scored on recordings longer than one window by long-form transcription
+(``asr.decoding.transcribe``), which is what a user runs on them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
+import torch
+from lhotse.cut import Cut
+from tqdm import tqdm
+
+from asr.audio import log_mel_spectrogram_batch
+from asr.data.dataset import load_cut_audio
+from asr.decoding import DecodingOptions, decode_features
+from asr.decoding.greedy import detect
+from asr.evaluate.metrics import language_id, no_speech, timestamp_error, translation_scores, word_error_rates
+from asr.model import Model
+from asr.tokenizer import Tokenizer
+
+TASKS = ("transcribe", "translate", "lid", "nospeech", "timestamps")
+NO_SPEECH_THRESHOLD = 0.5  # probability of <|nospeech|> above which a cut counts as silence
+WINDOW_SECONDS = 30.0
+
+
+@dataclasses.dataclass
+class _Hyp:
+    cut: Cut
+    language: str
+    language_probs: dict[str, float]
+    no_speech_prob: float
+    transcript: str | None = None
+    translation: str | None = None
+
+
+def evaluate_cuts(model: Model, tokenizer: Tokenizer, cuts: Iterable[Cut], tasks: Iterable[str] = TASKS,
+                  batch_size: int = 16, options: DecodingOptions | None = None,
+                  progress: bool = False) -> tuple[dict, list[dict]]:
+    """(metrics for ``asr.evaluate.report.write_report``, one hypothesis row per cut and task)."""
+    tasks = tuple(tasks)
+    unknown = set(tasks) - set(TASKS)
+    if unknown:
+        raise ValueError(f"unknown tasks {sorted(unknown)}; known: {', '.join(TASKS)}")
+    options = options or DecodingOptions(without_timestamps=True)
+    cuts = list(cuts)
+    windows = [c for c in cuts if c.duration <= WINDOW_SECONDS]
+    hyps, failed = [], []
+    for start in tqdm(range(0, len(windows), batch_size), desc="evaluating", disable=not progress):
+        hyps += _decode_batch(model, tokenizer, windows[start: start + batch_size], tasks, options, failed)
+    metrics = _score(hyps, tasks)
+    if "timestamps" in tasks:
+        metrics["timestamps"] = _timestamps(model, tokenizer, [c for c in cuts if len(c.supervisions) > 1])
+    metrics["failed_cuts"] = failed
+    return metrics, _rows(hyps, tasks)
+
+
+def _decode_batch(model: Model, tokenizer: Tokenizer, cuts: list[Cut], tasks, options: DecodingOptions,
+                  failed: list) -> list[_Hyp]:
+    device = next(model.parameters()).device
+    audios, kept = [], []
+    for cut in cuts:
+        try:
+            audios.append(load_cut_audio(cut))
+            kept.append(cut)
+        except Exception as e:  # one unreadable file must not stop the evaluation
+            failed.append({"id": cut.id, "reason": f"{type(e).__name__}: {e}"})
+    if not kept:
+        return []
+    mel, n_frames = log_mel_spectrogram_batch(audios, n_mels=model.dims.n_mels, device=device)
+    with torch.no_grad():
+        xa, mask = model.encode(mel, n_frames.to(device))
+        first = detect(model, xa, mask, tokenizer)
+    codes = tokenizer.specials.all_language_codes
+    hyps = [_Hyp(cut, language, dict(zip(codes, probs)), float(no_speech_prob))
+            for cut, language, probs, no_speech_prob
+            in zip(kept, first.language, first.language_probs.tolist(), first.no_speech_prob.tolist())]
+    for task in ("transcribe", "translate"):
+        if task in tasks:
+            _decode_task(model, tokenizer, xa, mask, hyps, task, options)
+    return hyps
+
+
+def _decode_task(model, tokenizer, xa, mask, hyps: list[_Hyp], task: str, options: DecodingOptions) -> None:
+    """Decode, per reference language, the speech cuts that have a reference for ``task``."""
+    by_language: dict[str, list[int]] = {}
+    for i, hyp in enumerate(hyps):
+        if _reference(hyp.cut, task) is not None:
+            by_language.setdefault(hyp.cut.supervisions[0].language, []).append(i)
+    for language, rows in by_language.items():
+        index = torch.tensor(rows, device=xa.device)
+        chosen = dataclasses.replace(options, task=task, language=language)
+        results = decode_features(model, xa[index], None if mask is None else mask[index], tokenizer, chosen)
+        for row, result in zip(rows, results):
+            setattr(hyps[row], "transcript" if task == "transcribe" else "translation", result.text.strip())
+
+
+def _reference(cut: Cut, task: str) -> str | None:
+    """The reference text of ``cut`` for ``task``; None where it has none."""
+    if not cut.supervisions:
+        return None
+    if task == "transcribe":
+        if (cut.custom or {}).get("task") == "translate":
+            return None  # the words heard are unknown
+        return " ".join(s.text.strip() for s in cut.supervisions)
+    translations = [(s.custom or {}).get("translation") for s in cut.supervisions]
+    return " ".join(t.strip() for t in translations) if all(translations) else None
+
+
+def _score(hyps: list[_Hyp], tasks) -> dict:
+    metrics = {}
+    speech = [h for h in hyps if h.cut.supervisions]
+    if "transcribe" in tasks:
+        scored = [h for h in speech if h.transcript is not None]
+        metrics["wer"] = word_error_rates([_reference(h.cut, "transcribe") for h in scored],
+                                          [h.transcript for h in scored],
+                                          [h.cut.supervisions[0].language for h in scored])
+    if "translate" in tasks:
+        scored = [h for h in speech if h.translation is not None]
+        metrics["translation"] = translation_scores([_reference(h.cut, "translate") for h in scored],
+                                                    [h.translation for h in scored])
+        metrics["translation"]["n"] = len(scored)
+    if "lid" in tasks:
+        metrics["language_id"] = language_id([h.cut.supervisions[0].language for h in speech],
+                                             [h.language for h in speech])
+    if "nospeech" in tasks:
+        metrics["no_speech"] = no_speech([not h.cut.supervisions for h in hyps],
+                                         [h.no_speech_prob > NO_SPEECH_THRESHOLD for h in hyps])
+    return metrics
+
+
+def _timestamps(model: Model, tokenizer: Tokenizer, cuts: list[Cut]) -> dict:
+    """Segment boundary error of long-form transcription against the references' segment times."""
+    from asr.decoding.transcribe import transcribe
+
+    references, hypotheses = [], []
+    for cut in cuts:
+        result = transcribe(model, tokenizer, load_cut_audio(cut), language=cut.supervisions[0].language)
+        references.append([(s.start, s.end, s.text) for s in sorted(cut.supervisions, key=lambda s: s.start)])
+        hypotheses.append([(s["start"], s["end"], s["text"]) for s in result["segments"]])
+    return timestamp_error(references, hypotheses) | {"recordings": len(cuts)}
+
+
+def _rows(hyps: list[_Hyp], tasks) -> list[dict]:
+    rows = []
+    for h in hyps:
+        base = {"id": h.cut.id, "language": h.language, "language_probs": h.language_probs,
+                "no_speech_prob": h.no_speech_prob,
+                "reference_language": h.cut.supervisions[0].language if h.cut.supervisions else None}
+        if not h.cut.supervisions:
+            rows.append(base | {"task": "nospeech", "reference": "", "hypothesis": ""})
+        for task, text in (("transcribe", h.transcript), ("translate", h.translation)):
+            if text is not None:
+                rows.append(base | {"task": task, "reference": _reference(h.cut, task), "hypothesis": text})
+    return rows

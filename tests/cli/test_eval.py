@@ -1,0 +1,84 @@
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
+
+from asr.checkpoint import save
+from asr.cli.eval import main
+from asr.model import Model, ModelDims
+from asr.tokenizer import Tokenizer, train_sentencepiece
+
+TEXTS = {"de": ("Hallo Welt.", "Hello world."), "fr": ("Bonjour le monde.", "Hello world.")}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    tokenizer = Tokenizer.from_sentencepiece(train_sentencepiece(
+        [" " + t for pair in TEXTS.values() for t in pair] * 20, vocab_size=300))
+    torch.manual_seed(0)
+    dims = ModelDims(n_mels=80, n_audio_ctx=1500, n_audio_state=32, n_audio_head=2, n_audio_layer=1,
+                     n_vocab=tokenizer.n_vocab, n_text_ctx=32, n_text_state=32, n_text_head=2, n_text_layer=1)
+    save(root / "model.pt", Model(dims), tokenizer)
+    rng = np.random.default_rng(0)
+    cuts = []
+    for i in range(6):
+        path = root / f"c{i}.wav"
+        sf.write(path, (0.1 * rng.standard_normal(16000 + 4000 * i)).astype("float32"), 16000)
+        recording = Recording.from_file(path)
+        language = ("de", "fr", None)[i % 3]
+        supervisions = [] if language is None else [SupervisionSegment(
+            id=f"s{i}", recording_id=recording.id, start=0, duration=recording.duration, text=TEXTS[language][0],
+            language=language, custom={"translation": TEXTS[language][1]})]
+        cuts.append(MonoCut(id=f"c{i}", start=0, duration=recording.duration, channel=0, recording=recording,
+                            supervisions=supervisions))
+    CutSet.from_cuts(cuts).to_file(root / "cuts.jsonl.gz")
+    return root
+
+
+def test_eval_writes_metrics_report_plots_and_hypotheses(setup, capsys):
+    out = setup / "out"
+    code = main(["--model", str(setup / "model.pt"), "--manifest", str(setup / "cuts.jsonl.gz"), "--out", str(out),
+                 "--tasks", "transcribe,translate,lid,nospeech"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["wer"]["languages"]) == {"de", "fr"}
+    assert metrics["language_id"]["n"] == 4
+    counts = metrics["no_speech"]
+    assert counts["tp"] + counts["fp"] + counts["fn"] + counts["tn"] == 6 and counts["tp"] + counts["fn"] == 2
+    assert metrics["translation"]["n"] == 4
+    rows = [json.loads(line) for line in (out / "hyps.jsonl").read_text().splitlines()]
+    assert sorted(r["task"] for r in rows) == ["nospeech"] * 2 + ["transcribe"] * 4 + ["translate"] * 4
+    assert all(abs(sum(r["language_probs"].values()) - 1) < 1e-4 for r in rows)
+    assert {"wer_by_language.png", "lid_confusion.png", "report.md"} <= {p.name for p in out.iterdir()}
+    assert "report:" in capsys.readouterr().out
+
+
+def test_unreadable_cut_is_reported_and_the_rest_scored(setup, tmp_path):
+    cuts = list(CutSet.from_file(setup / "cuts.jsonl.gz"))
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"not audio")
+    cuts[0].recording.sources[0].source = str(broken)
+    CutSet.from_cuts(cuts).to_file(tmp_path / "cuts.jsonl.gz")
+    code = main(["--model", str(setup / "model.pt"), "--manifest", str(tmp_path / "cuts.jsonl.gz"),
+                 "--out", str(tmp_path / "out"), "--tasks", "lid"])
+    assert code == 1
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert [f["id"] for f in metrics["failed_cuts"]] == ["c0"] and metrics["language_id"]["n"] == 3
+
+
+def test_compare_prints_the_difference_table(tmp_path, capsys):
+    (tmp_path / "a.json").write_text(json.dumps({"wer": {"pooled": {"wer": 0.25}}}))
+    (tmp_path / "b.json").write_text(json.dumps({"wer": {"pooled": {"wer": 0.2}}}))
+    assert main(["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
+    table = capsys.readouterr().out
+    assert "wer.pooled.wer" in table and "0.25" in table and "-0.05" in table
+
+
+def test_not_a_checkpoint_is_a_clear_error(setup, tmp_path, capsys):
+    (tmp_path / "x.pt").write_text("nope")
+    assert main(["--model", str(tmp_path / "x.pt"), "--manifest", str(setup / "cuts.jsonl.gz")]) == 2
+    assert "asr-eval: error:" in capsys.readouterr().err
