@@ -1,0 +1,303 @@
+"""Long-form transcription: recordings of any length, decoded window after window, as Whisper does.
+
+    result = transcribe(model, tokenizer, "talk.flac", TranscribeOptions(DecodingOptions(language="de")))
+    result["text"], result["segments"][0]["start"], result["no_speech"]
+
+    for path, result in transcribe_many(model, tokenizer, paths, batch_size=8):
+        ...  # result is the dict above, or the AudioError that stopped this file
+
+A recording's log-mel is computed once, over the audio plus 30 s of zeros; then, from ``seek = 0``:
+
+1. the window is the next ``window_frames`` mel frames (30 s), zero past the recording's end;
+2. it is decoded with temperature fallback, prompted with the previous windows' text;
+3. its tokens are cut into segments at consecutive timestamps (``split_segments``), given absolute
+   times, and ``seek`` moves to the last complete segment's end (or past the whole window).
+
+A window judged silence (``DecodingResult.no_speech``) adds nothing and is skipped whole.
+``transcribe_many`` runs the same steps over several recordings at once: window k of each active
+recording goes into one batch with the others that share its language and prompt.
+
+The result is a dict like openai-whisper's::
+
+    {"text": str, "language": str | None, "language_probs": {code: p} | None, "no_speech": bool,
+     "segments": [{"id", "seek", "start", "end", "text", "tokens", "temperature", "avg_logprob",
+                   "compression_ratio", "no_speech_prob"}]}   # times in seconds, seek in mel frames
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from asr.audio import FRAMES_PER_SECOND, HOP_LENGTH, N_FRAMES, N_SAMPLES, AudioError, load_audio, log_mel_spectrogram
+from asr.decoding.decode import DecodingOptions, DecodingResult
+from asr.decoding.fallback import TEMPERATURES, decode_with_fallback
+from asr.model import Model
+from asr.tokenizer import Tokenizer
+
+SILENCE_PEAK = 1e-4  # peak amplitude (full scale 1.0) below which a recording is silence, not decoded
+FRAMES_PER_TIMESTAMP = 2  # mel frames per timestamp step (20 ms): the encoder's stride
+HIGH_TEMPERATURE = 0.5  # a window decoded hotter than this does not prompt the next one (Whisper's rule)
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    """How to transcribe a recording; ``decoding.language`` None detects it once, on the first window.
+    ``decoding.prompt`` is ignored: the previous text (or ``initial_prompt``) takes its place."""
+
+    decoding: DecodingOptions = DecodingOptions()
+    temperatures: tuple[float, ...] = TEMPERATURES  # tried in turn on a window that fails the thresholds
+    compression_ratio_threshold: float | None = 2.4
+    logprob_threshold: float | None = -1.0
+    no_speech_threshold: float | None = 0.6
+    condition_on_previous_text: bool = True  # prompt each window with the text before it
+    initial_prompt: str | None = None  # text that prompts the first window
+    # Give the encoder each window's true length, so it masks the zeros past a recording's end: for
+    # models trained on unpadded clips (FeatureConfig.pad_to_30s false). False: Whisper's full windows.
+    mask_padding: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "temperatures", tuple(self.temperatures))
+        if not self.temperatures:
+            raise ValueError("temperatures is empty")
+
+
+def window_frames(model: Model) -> int:
+    """Mel frames per window: 30 s (3000), or fewer for an encoder with fewer positions."""
+    return min(N_FRAMES, 2 * model.dims.n_audio_ctx)
+
+
+# ---------------------------------------------------------------------------------------------------
+# One window's tokens -> segments
+
+
+def split_segments(tokens: Sequence[int], tokenizer: Tokenizer,
+                   n_frames: int) -> tuple[list[tuple[float, float, list[int]]], int]:
+    """Cut one window's tokens into segments at consecutive timestamp pairs (Whisper's rule).
+
+    tokens : the generated ids (text and timestamps, no <|endoftext|>)
+    n_frames : the window's frames of audio (fewer than a full window at the recording's end)
+
+    Returns the segments as (start, end, tokens), times in seconds from the window's start, and the
+    mel frames to advance: to the last complete segment's end (at most ``n_frames``), or the whole window
+    when the tokens end with a single timestamp (nothing follows it) or hold no timestamp pair.
+    """
+    is_timestamp = [tokenizer.specials.is_timestamp(t) for t in tokens]
+    cuts = [i + 1 for i in range(len(tokens) - 1) if is_timestamp[i] and is_timestamp[i + 1]]
+    if not cuts:
+        return [(0.0, _last_timestamp_seconds(tokens, tokenizer, n_frames), list(tokens))], n_frames
+    single_ending = is_timestamp[-2:] == [False, True]
+    ends = cuts + [len(tokens)] if single_ending else cuts
+    starts = [0] + ends[:-1]
+    segments = [(_seconds(tokens[a], tokenizer), _seconds(tokens[b - 1], tokenizer), list(tokens[a:b]))
+                for a, b in zip(starts, ends)]
+    if single_ending:
+        return segments, n_frames
+    advance = _frames(tokens[ends[-1] - 1], tokenizer)
+    # Never past the window's audio; and <|0.00|><|0.00|> alone, which would never move on, takes it all.
+    return segments, min(advance, n_frames) if advance > 0 else n_frames
+
+
+def _last_timestamp_seconds(tokens: Sequence[int], tokenizer: Tokenizer, n_frames: int) -> float:
+    """The one segment's end: its last timestamp when there is one past <|0.00|>, else the window's end."""
+    timestamps = [t for t in tokens if tokenizer.specials.is_timestamp(t)]
+    if timestamps and timestamps[-1] != tokenizer.timestamp_begin:
+        return _seconds(timestamps[-1], tokenizer)
+    return n_frames / FRAMES_PER_SECOND
+
+
+def _frames(timestamp: int, tokenizer: Tokenizer) -> int:
+    return (timestamp - tokenizer.timestamp_begin) * FRAMES_PER_TIMESTAMP
+
+
+def _seconds(timestamp: int, tokenizer: Tokenizer) -> float:
+    return _frames(timestamp, tokenizer) / FRAMES_PER_SECOND
+
+
+# ---------------------------------------------------------------------------------------------------
+# One recording's state from window to window
+
+
+class PreviousText:
+    """The text tokens that prompt the next window (Whisper's ``all_tokens[prompt_reset_since:]``).
+
+    Starts as the initial prompt; each window's text is appended, and everything is dropped after a
+    window when ``condition`` is off or that window was decoded above ``HIGH_TEMPERATURE``. Only the
+    last ``max_tokens`` (n_text_ctx // 2 - 1, what ``decode`` keeps) are held.
+    """
+
+    def __init__(self, initial: Sequence[int], max_tokens: int, condition: bool):
+        self.max_tokens, self.condition = max_tokens, condition
+        self.tokens: tuple[int, ...] = tuple(initial)[-max_tokens:] if max_tokens > 0 else ()
+
+    def add(self, text_tokens: Sequence[int], temperature: float) -> None:
+        if not self.condition or temperature > HIGH_TEMPERATURE:
+            self.tokens = ()
+        else:
+            self.tokens = (self.tokens + tuple(text_tokens))[-self.max_tokens:] if self.max_tokens > 0 else ()
+
+
+class Recording:
+    """One recording being transcribed: its features, where the next window starts, what was heard.
+
+    mel : shape = (n_mels, content_frames + N_FRAMES), on the CPU; the last N_FRAMES are padding
+    """
+
+    def __init__(self, mel: Tensor, content_frames: int, tokenizer: Tokenizer, options: TranscribeOptions,
+                 window_frames: int, n_text_ctx: int, silent: bool = False):
+        self.mel, self.content_frames, self.window_frames = mel, content_frames, window_frames
+        self.tokenizer, self.options = tokenizer, options
+        self.silent = silent  # judged silence before decoding (peak amplitude below SILENCE_PEAK)
+        self.seek = 0  # mel frames (100 per second) transcribed so far
+        self.language, self.language_probs = options.decoding.language, None
+        initial = tokenizer.encode(" " + options.initial_prompt.strip()) if options.initial_prompt else []
+        self.previous = PreviousText(initial, n_text_ctx // 2 - 1, options.condition_on_previous_text)
+        self.segments: list[dict] = []
+        self.heard_speech = False  # some window's no-speech probability was at or below the threshold
+
+    @property
+    def done(self) -> bool:
+        return self.silent or self.seek >= self.content_frames
+
+    def window(self) -> tuple[Tensor, int]:
+        """The next window, shape = (n_mels, window_frames), zero past the audio; and its frames of audio."""
+        n_frames = min(self.window_frames, self.content_frames - self.seek)
+        window = self.mel[:, self.seek: self.seek + n_frames]
+        return F.pad(window, (0, self.window_frames - n_frames)), n_frames
+
+    def decoding_options(self) -> DecodingOptions:
+        return dataclasses.replace(self.options.decoding, language=self.language,
+                                   prompt=self.previous.tokens or None)
+
+    def take(self, result: DecodingResult) -> None:
+        """Record the current window's result and move ``seek`` on."""
+        n_frames = min(self.window_frames, self.content_frames - self.seek)
+        if self.language is None:
+            self.language, self.language_probs = result.language, result.language_probs
+        threshold = self.options.no_speech_threshold
+        self.heard_speech |= threshold is None or result.no_speech_prob <= threshold
+        if result.no_speech:
+            self.seek += n_frames
+            return
+        pieces, advance = split_segments(result.tokens, self.tokenizer, n_frames)
+        offset = self.seek / FRAMES_PER_SECOND
+        text_tokens = []
+        for start, end, tokens in pieces:
+            text = self.tokenizer.decode(tokens)
+            if start == end or not text.strip():  # instantaneous or empty: Whisper blanks it, we drop it
+                continue
+            self.segments.append(_segment(len(self.segments), self.seek, offset + start, offset + end,
+                                          text, tokens, result))
+            text_tokens += [t for t in tokens if t < self.tokenizer.n_text]
+        self.previous.add(text_tokens, result.temperature)
+        self.seek += advance
+
+    def result(self) -> dict:
+        """The transcription dict (module docstring); empty and ``no_speech`` when nothing was heard."""
+        no_speech = self.silent or not self.heard_speech
+        segments = [] if no_speech else self.segments
+        text = self.tokenizer.decode(t for s in segments for t in s["tokens"])
+        return {"text": text, "segments": segments, "language": self.language,
+                "language_probs": self.language_probs, "no_speech": no_speech}
+
+
+def _segment(id: int, seek: int, start: float, end: float, text: str, tokens: list[int],
+             result: DecodingResult) -> dict:
+    return {"id": id, "seek": seek, "start": round(start, 3), "end": round(end, 3), "text": text,
+            "tokens": tokens, "temperature": result.temperature, "avg_logprob": result.avg_logprob,
+            "compression_ratio": result.compression_ratio, "no_speech_prob": result.no_speech_prob}
+
+
+def start_recording(audio: str | os.PathLike | np.ndarray, model: Model, tokenizer: Tokenizer,
+                    options: TranscribeOptions) -> Recording:
+    """A recording at ``seek = 0``: audio (a path, or shape = (n_samples,) at 16 kHz) to log-mel.
+
+    Raises AudioError for a path that cannot be read as audio.
+    """
+    if isinstance(audio, (str, os.PathLike)):
+        audio = load_audio(audio)
+    audio = np.asarray(audio, dtype=np.float32)
+    mel = log_mel_spectrogram(audio, model.dims.n_mels, padding=N_SAMPLES)
+    silent = audio.size == 0 or float(np.abs(audio).max()) < SILENCE_PEAK
+    return Recording(mel, mel.shape[-1] - N_FRAMES, tokenizer, options, window_frames(model),
+                     model.dims.n_text_ctx, silent)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Decoding windows, one recording or many
+
+
+def decode_windows(model: Model, tokenizer: Tokenizer, recordings: Sequence[Recording],
+                   options: TranscribeOptions) -> None:
+    """Decode the current window of each recording (none done) and move each on.
+
+    Windows are batched by (language, prompt): ``decode`` takes one prompt for its whole batch.
+    """
+    groups: dict[tuple, list[Recording]] = {}
+    for recording in recordings:
+        key = (recording.language, recording.previous.tokens)
+        groups.setdefault(key, []).append(recording)
+    device = next(model.parameters()).device
+    for group in groups.values():
+        windows = [recording.window() for recording in group]
+        mel = torch.stack([window for window, _ in windows]).to(device)  # (batch, n_mels, window_frames)
+        n_frames = torch.tensor([n for _, n in windows], device=device) if options.mask_padding else None
+        results = decode_with_fallback(model, mel, n_frames, tokenizer, group[0].decoding_options(),
+                                       options.temperatures, options.compression_ratio_threshold,
+                                       options.logprob_threshold, options.no_speech_threshold)
+        for recording, result in zip(group, results):
+            recording.take(result)
+
+
+def transcribe(model: Model, tokenizer: Tokenizer, audio: str | os.PathLike | np.ndarray,
+               options: TranscribeOptions = TranscribeOptions()) -> dict:
+    """Transcribe one recording of any length; audio is a path or shape = (n_samples,) at 16 kHz.
+
+    Returns the result dict (module docstring). Raises AudioError for a path that cannot be read.
+    """
+    recording = start_recording(audio, model, tokenizer, options)
+    while not recording.done:
+        decode_windows(model, tokenizer, [recording], options)
+    return recording.result()
+
+
+def transcribe_many(model: Model, tokenizer: Tokenizer, paths: Iterable[str | os.PathLike],
+                    options: TranscribeOptions = TranscribeOptions(),
+                    batch_size: int = 8) -> Iterator[tuple[str | os.PathLike, dict | AudioError]]:
+    """Transcribe files, up to ``batch_size`` at a time, window k of each decoded together.
+
+    Yields (path, result dict) as each recording finishes, or (path, AudioError) for a file that cannot
+    be read (missing, empty, unsupported or corrupt); the other files go on. The order is that of
+    finishing: short recordings come out first, and a finished one's place goes to the next file.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    queue, active, exhausted = iter(paths), [], False
+    while True:
+        while len(active) < batch_size and not exhausted:
+            path = next(queue, _END)
+            if path is _END:
+                exhausted = True
+                break
+            try:
+                active.append((path, start_recording(path, model, tokenizer, options)))
+            except AudioError as error:
+                yield path, error
+        for path, recording in active:
+            if recording.done:  # silent, or shorter than a frame: nothing to decode
+                yield path, recording.result()
+        active = [(path, recording) for path, recording in active if not recording.done]
+        if active:
+            decode_windows(model, tokenizer, [recording for _, recording in active], options)
+        elif exhausted:
+            return
+
+
+_END = object()  # the end of transcribe_many's queue of paths
