@@ -40,13 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     from asr.evaluate.report import write_report
 
     try:
-        model, tokenizer, _ = load(args.model, device=args.device)
+        model, tokenizer, config = load(args.model, device=args.device)
         if tokenizer is None:
             raise CheckpointError(f"{args.model}: an OpenAI checkpoint carries no tokenizer of this project")
         cuts = open_cuts(args.manifest)
         options = DecodingOptions(without_timestamps=True, beam_size=args.beam_size)
+        trained_unpadded = config is not None and not config.features.pad_to_30s
         metrics, hyps = evaluate_cuts(model, tokenizer, cuts, args.tasks.split(","), args.batch_size, options,
-                                      progress=True)
+                                      progress=True, mask_padding=trained_unpadded)
     except (CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"asr-eval: error: {e}", file=sys.stderr)
         return 2

@@ -44,8 +44,11 @@ class _Hyp:
 
 def evaluate_cuts(model: Model, tokenizer: Tokenizer, cuts: Iterable[Cut], tasks: Iterable[str] = TASKS,
                   batch_size: int = 16, options: DecodingOptions | None = None,
-                  progress: bool = False) -> tuple[dict, list[dict]]:
-    """(metrics for ``asr.evaluate.report.write_report``, one hypothesis row per cut and task)."""
+                  progress: bool = False, mask_padding: bool = False) -> tuple[dict, list[dict]]:
+    """(metrics for ``asr.evaluate.report.write_report``, one hypothesis row per cut and task).
+
+    mask_padding : long-form windows tell the encoder their true length (models trained on unpadded
+        clips; see ``TranscribeOptions``)"""
     tasks = tuple(tasks)
     unknown = set(tasks) - set(TASKS)
     if unknown:
@@ -58,7 +61,8 @@ def evaluate_cuts(model: Model, tokenizer: Tokenizer, cuts: Iterable[Cut], tasks
         hyps += _decode_batch(model, tokenizer, windows[start: start + batch_size], tasks, options, failed)
     metrics = _score(hyps, tasks)
     if "timestamps" in tasks:
-        metrics["timestamps"] = _timestamps(model, tokenizer, [c for c in cuts if len(c.supervisions) > 1])
+        long_form = [c for c in cuts if len(c.supervisions) > 1]
+        metrics["timestamps"] = _timestamps(model, tokenizer, long_form, mask_padding)
     metrics["failed_cuts"] = failed
     return metrics, _rows(hyps, tasks)
 
@@ -137,13 +141,14 @@ def _score(hyps: list[_Hyp], tasks) -> dict:
     return metrics
 
 
-def _timestamps(model: Model, tokenizer: Tokenizer, cuts: list[Cut]) -> dict:
+def _timestamps(model: Model, tokenizer: Tokenizer, cuts: list[Cut], mask_padding: bool) -> dict:
     """Segment boundary error of long-form transcription against the references' segment times."""
-    from asr.decoding.transcribe import transcribe
+    from asr.decoding.transcribe import TranscribeOptions, transcribe
 
     references, hypotheses = [], []
     for cut in cuts:
-        result = transcribe(model, tokenizer, load_cut_audio(cut), language=cut.supervisions[0].language)
+        decoding = DecodingOptions(language=cut.supervisions[0].language)
+        result = transcribe(model, tokenizer, load_cut_audio(cut), TranscribeOptions(decoding, mask_padding=mask_padding))
         references.append([(s.start, s.end, s.text) for s in sorted(cut.supervisions, key=lambda s: s.start)])
         hypotheses.append([(s["start"], s["end"], s["text"]) for s in result["segments"]])
     return timestamp_error(references, hypotheses) | {"recordings": len(cuts)}

@@ -82,3 +82,19 @@ def test_not_a_checkpoint_is_a_clear_error(setup, tmp_path, capsys):
     (tmp_path / "x.pt").write_text("nope")
     assert main(["--model", str(tmp_path / "x.pt"), "--manifest", str(setup / "cuts.jsonl.gz")]) == 2
     assert "asr-eval: error:" in capsys.readouterr().err
+
+
+def test_timestamps_are_scored_on_long_recordings(setup, tmp_path):
+    rng = np.random.default_rng(1)
+    path = tmp_path / "long.wav"
+    sf.write(path, (0.1 * rng.standard_normal(16000 * 40)).astype("float32"), 16000)
+    recording = Recording.from_file(path)
+    supervisions = [SupervisionSegment(id=f"l{k}", recording_id=recording.id, start=10.0 * k, duration=5.0,
+                                       text="Hallo Welt.", language="de") for k in range(4)]
+    CutSet.from_cuts([MonoCut(id="long", start=0, duration=40.0, channel=0, recording=recording,
+                              supervisions=supervisions)]).to_file(tmp_path / "long.jsonl.gz")
+    assert main(["--model", str(setup / "model.pt"), "--manifest", str(tmp_path / "long.jsonl.gz"),
+                 "--out", str(tmp_path / "out"), "--tasks", "timestamps"]) == 0
+    timestamps = json.loads((tmp_path / "out" / "metrics.json").read_text())["timestamps"]
+    assert timestamps["recordings"] == 1
+    assert timestamps["matched"] + timestamps["unmatched_references"] == 4
