@@ -200,7 +200,7 @@ class AudioEncoder(nn.Module):
                              f"{2 * self.positional_embedding.shape[0]} ({self.positional_embedding.shape[0]} positions)")
         if n_frames is not None and bool((n_frames >= max_frames).all()):
             n_frames = None
-        x = F.gelu(self.conv1(mel))
+        x = F.gelu(self.conv1(mel.to(self.conv1.weight.dtype)))  # features are float32; weights may be bf16
         mask = None
         if n_frames is not None:
             # Zero past each utterance's end, as the single utterance's zero padding would be, so the

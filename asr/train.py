@@ -264,6 +264,9 @@ def deepspeed_config(config: Config, device: torch.device) -> dict:
     if config.train.precision == "bf16":
         ds["bf16"] = {"enabled": True}
     elif config.train.precision == "fp16":
+        if device.type != "cuda":
+            raise TrainingError("train.precision=fp16 needs a GPU (DeepSpeed's CPU accelerator has no fp16); "
+                                "use bf16 or fp32 on a CPU")
         ds["fp16"] = {"enabled": True, "loss_scale": 0, "initial_scale_power": 16}
     if device.type != "cuda":
         ds.setdefault("zero_optimization", {})["overlap_comm"] = False  # CUDA streams only

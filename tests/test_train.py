@@ -173,3 +173,11 @@ def _logged_steps(run_dir: Path) -> list[int]:
         except (json.JSONDecodeError, KeyError):
             pass  # a line being written
     return steps
+
+
+def test_bf16_trains_on_cpu_and_fp16_is_refused_there(corpus, tmp_path):
+    launch(corpus, tmp_path / "bf16", 1, "train.precision=bf16", "optim.max_steps=2", "data.dev=[]")
+    assert set(losses(tmp_path / "bf16")) == {1, 2}
+    done = subprocess.run([PYTHON, "-m", "asr.train", str(corpus / "config.yaml"), f"train.output_dir={tmp_path}/fp16",
+                           "train.precision=fp16"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "fp16 needs a GPU" in done.stderr
