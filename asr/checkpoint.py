@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import torch
 
-from asr.config import Config, ConfigError, from_dict, to_dict
+from asr.config import Config, ConfigError, ModelConfig, from_dict, to_dict
 from asr.model import Model, ModelDims
 from asr.tokenizer import Tokenizer
 
@@ -160,7 +160,7 @@ def export(run_dir: str | Path, out_path: str | Path, tag: str | None = None) ->
         raise CheckpointError(f"{checkpoint_dir}: no complete training checkpoint to export")
     config = load_config(run_dir / "config.yaml")
     tokenizer = Tokenizer.from_sentencepiece((run_dir / "tokenizer.model").read_bytes())
-    model = Model(model_dims(config, tokenizer.n_vocab))
+    model = Model(model_dims(config.model, tokenizer.n_vocab))
     model.load_state_dict(consolidated_state_dict(checkpoint_dir, tag))
     save(out_path, model, tokenizer, config)
     return Path(out_path)
@@ -178,9 +178,9 @@ def consolidated_state_dict(checkpoint_dir: Path, tag: str) -> dict:
     return {name: tensor.float() for name, tensor in state.items()}
 
 
-def model_dims(config: Config, n_vocab: int) -> ModelDims:
-    """The network's dims from a run config's model section and the tokenizer's vocabulary size."""
-    fields = dataclasses.asdict(config.model)
+def model_dims(model: ModelConfig, n_vocab: int) -> ModelDims:
+    """The network's dims from a config's model section (or a preset) and the tokenizer's vocabulary size."""
+    fields = dataclasses.asdict(model)
     del fields["preset"]
     return ModelDims(n_vocab=n_vocab, **fields)
 

@@ -10,7 +10,6 @@ The loader keeps up when its audio seconds/s exceed the step's: the ratio printe
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import time
 
@@ -20,7 +19,8 @@ from asr.config import DataConfig, model_preset
 from asr.data.dataset import MultitaskDataset, make_loader, make_sampler, open_cuts
 from asr.data.sequence import manifest_texts
 from asr.loss import multitask_loss
-from asr.model import Model, ModelDims
+from asr.checkpoint import model_dims
+from asr.model import Model
 from asr.tokenizer import Tokenizer, train_sentencepiece
 
 
@@ -39,9 +39,7 @@ def time_loader(cuts, tokenizer, options: DataConfig, workers: int, batches: int
 
 
 def time_training_step(cuts, tokenizer, options: DataConfig, batches: int) -> dict:
-    preset = dataclasses.asdict(model_preset("demo"))
-    del preset["preset"]
-    model = Model(ModelDims(n_vocab=tokenizer.n_vocab, **preset)).train()
+    model = Model(model_dims(model_preset("demo"), tokenizer.n_vocab)).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     dataset = MultitaskDataset(tokenizer, options, n_mels=80, train=True)
     loaded = list(itertools.islice(make_loader(dataset, make_sampler(cuts, options, shuffle=True, seed=0)),

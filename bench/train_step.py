@@ -13,13 +13,13 @@ prints tokens/s and model FLOPs utilisation against the GPU's bf16 peak (--peak-
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 
 import torch
 import torch.nn.functional as F
 
 from asr.audio import N_FRAMES, SAMPLE_RATE, log_mel_spectrogram_batch
+from asr.checkpoint import model_dims
 from asr.config import model_preset
 from asr.model import Model, ModelDims
 
@@ -40,9 +40,7 @@ def make_batch(n: int, seed: int = 0) -> dict:
 
 
 def dims_of(name: str) -> ModelDims:
-    preset = dataclasses.asdict(model_preset(name))
-    del preset["preset"]
-    return ModelDims(n_vocab=N_VOCAB, **preset)
+    return model_dims(model_preset(name), N_VOCAB)
 
 
 def ours(dims: ModelDims, batch: dict, device: torch.device):

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from asr.checkpoint import model_dims
 from asr.config import model_preset
 from asr.model import KVCache, Model, ModelDims, encoder_lengths
 
@@ -25,9 +26,7 @@ def model() -> Model:
 
 
 def preset_dims(name: str, n_vocab: int) -> ModelDims:
-    config = dataclasses.asdict(model_preset(name))
-    del config["preset"]
-    return ModelDims(n_vocab=n_vocab, **config)
+    return model_dims(model_preset(name), n_vocab)
 
 
 # The state-dict sizes (parameters plus the encoder's sinusoidal table) of OpenAI's checkpoints, and the

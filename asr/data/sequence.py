@@ -101,6 +101,19 @@ def _choose_translate(cut: Cut, supervisions, options: DataConfig, rng: random.R
     return False
 
 
+def reference_text(cut: Cut, task: str) -> str | None:
+    """What a model should write for ``cut`` at ``task`` ("transcribe" or "translate"); None where the
+    cut has no such reference (no speech, unknown heard words, a missing translation)."""
+    if not cut.supervisions:
+        return None
+    if task == "transcribe":
+        if _text_is_not_heard(cut):
+            return None
+        return " ".join(s.text.strip() for s in cut.supervisions)
+    translations = [_translation(s) for s in cut.supervisions]
+    return " ".join(t.strip() for t in translations) if all(translations) else None
+
+
 def _text_is_not_heard(cut: Cut) -> bool:
     return (cut.custom or {}).get("task") == "translate"
 

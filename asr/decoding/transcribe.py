@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from asr.audio import FRAMES_PER_SECOND, HOP_LENGTH, N_FRAMES, N_SAMPLES, AudioError, load_audio, log_mel_spectrogram
+from asr.audio import FRAMES_PER_SECOND, N_FRAMES, N_SAMPLES, AudioError, load_audio, log_mel_spectrogram
 from asr.decoding.decode import DecodingOptions, DecodingResult
 from asr.decoding.fallback import TEMPERATURES, decode_with_fallback
 from asr.model import Model

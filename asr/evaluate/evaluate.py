@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from asr.audio import log_mel_spectrogram_batch
 from asr.data.dataset import load_cut_audio
+from asr.data.sequence import reference_text
 from asr.decoding import DecodingOptions, decode_features
 from asr.decoding.greedy import detect
 from asr.evaluate.metrics import language_id, no_speech, timestamp_error, translation_scores, word_error_rates
@@ -97,7 +98,7 @@ def _decode_task(model, tokenizer, xa, mask, hyps: list[_Hyp], task: str, option
     """Decode, per reference language, the speech cuts that have a reference for ``task``."""
     by_language: dict[str, list[int]] = {}
     for i, hyp in enumerate(hyps):
-        if _reference(hyp.cut, task) is not None:
+        if reference_text(hyp.cut, task) is not None:
             by_language.setdefault(hyp.cut.supervisions[0].language, []).append(i)
     for language, rows in by_language.items():
         index = torch.tensor(rows, device=xa.device)
@@ -107,29 +108,17 @@ def _decode_task(model, tokenizer, xa, mask, hyps: list[_Hyp], task: str, option
             setattr(hyps[row], "transcript" if task == "transcribe" else "translation", result.text.strip())
 
 
-def _reference(cut: Cut, task: str) -> str | None:
-    """The reference text of ``cut`` for ``task``; None where it has none."""
-    if not cut.supervisions:
-        return None
-    if task == "transcribe":
-        if (cut.custom or {}).get("task") == "translate":
-            return None  # the words heard are unknown
-        return " ".join(s.text.strip() for s in cut.supervisions)
-    translations = [(s.custom or {}).get("translation") for s in cut.supervisions]
-    return " ".join(t.strip() for t in translations) if all(translations) else None
-
-
 def _score(hyps: list[_Hyp], tasks) -> dict:
     metrics = {}
     speech = [h for h in hyps if h.cut.supervisions]
     if "transcribe" in tasks:
         scored = [h for h in speech if h.transcript is not None]
-        metrics["wer"] = word_error_rates([_reference(h.cut, "transcribe") for h in scored],
+        metrics["wer"] = word_error_rates([reference_text(h.cut, "transcribe") for h in scored],
                                           [h.transcript for h in scored],
                                           [h.cut.supervisions[0].language for h in scored])
     if "translate" in tasks:
         scored = [h for h in speech if h.translation is not None]
-        metrics["translation"] = translation_scores([_reference(h.cut, "translate") for h in scored],
+        metrics["translation"] = translation_scores([reference_text(h.cut, "translate") for h in scored],
                                                     [h.translation for h in scored])
         metrics["translation"]["n"] = len(scored)
     if "lid" in tasks:
@@ -164,5 +153,5 @@ def _rows(hyps: list[_Hyp], tasks) -> list[dict]:
             rows.append(base | {"task": "nospeech", "reference": "", "hypothesis": ""})
         for task, text in (("transcribe", h.transcript), ("translate", h.translation)):
             if text is not None:
-                rows.append(base | {"task": task, "reference": _reference(h.cut, task), "hypothesis": text})
+                rows.append(base | {"task": task, "reference": reference_text(h.cut, task), "hypothesis": text})
     return rows

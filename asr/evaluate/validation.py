@@ -16,6 +16,7 @@ from lhotse import CutSet
 
 from asr.config import DataConfig
 from asr.data.dataset import MultitaskDataset, make_sampler
+from asr.data.sequence import reference_text
 from asr.decoding.greedy import detect, greedy_decode
 from asr.evaluate.metrics import error_rates
 from asr.loss import multitask_loss
@@ -89,12 +90,8 @@ def decode_metrics(model: Model, tokenizer: Tokenizer, cuts: list, max_tokens: i
 def _decode_task(model, tokenizer, xa, mask, cuts, task: str, max_tokens: int, texts, all_finished) -> None:
     rows, prompts, references = [], [], []
     for i, cut in enumerate(cuts):
-        if not cut.supervisions:
-            continue
-        if task == "transcribe" and (cut.custom or {}).get("task") == "translate":
-            continue  # the words heard are unknown
-        reference = " ".join(_reference(s, task) or "" for s in cut.supervisions).strip()
-        if task == "translate" and not all(_reference(s, task) for s in cut.supervisions):
+        reference = reference_text(cut, task)
+        if reference is None:
             continue
         rows.append(i)
         prompts.append(list(tokenizer.sot_sequence(cut.supervisions[0].language, task)))
@@ -108,10 +105,6 @@ def _decode_task(model, tokenizer, xa, mask, cuts, task: str, max_tokens: int, t
         refs, hyps = texts[(task, cuts[row].supervisions[0].language)]
         refs.append(reference)
         hyps.append(tokenizer.decode(hypothesis))
-
-
-def _reference(supervision, task: str) -> str | None:
-    return supervision.text if task == "transcribe" else (supervision.custom or {}).get("translation")
 
 
 def _summarise(texts, lid: list[bool], nospeech: list[bool]) -> dict[str, float]:
