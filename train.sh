@@ -1,42 +1,65 @@
 #!/usr/bin/env bash
-# ./train.sh CONFIG [key=value ...]: the one way to train. It holds no training logic: it finds the
-# accelerators and launches `python -m asr.train CONFIG key=value ...` once per device.
+# ./train.sh [CONFIG] [key=value ...]: the main job. Default CONFIG: configs/demo.yaml.
 #
+# It sets up what is missing (.venv with the package), then runs the config's stages (asr.job):
+#   1-2  the offline demo corpus and its weak-label cleaning   (configs with job.corpus)
+#   3    training: `python -m asr.train CONFIG key=value ...` launched once per device
+#   4-5  export, evaluation on job.test, an example transcription
+# Every stage reuses what an earlier run finished; an interrupted run continues where it stopped.
+#
+# Training launch:
 #   no GPU     train.cpu_processes CPU processes (gloo), threads shared out among them (NPROC= overrides)
 #   N GPUs     N processes (NCCL), one per GPU
 #   several    HOSTFILE=hosts ./train.sh CONFIG   DeepSpeed's launcher over ssh ("host slots=8" lines)
 #   nodes      or, under a scheduler, on every node: NNODES=2 NODE_RANK=$SLURM_NODEID
-#              MASTER_ADDR=<first node> MASTER_PORT=29500 ./train.sh CONFIG   (torchrun rendezvous)
+#              MASTER_ADDR=<first node> MASTER_PORT=29500 ./train.sh CONFIG   (torchrun rendezvous);
+#              the stages around training run on node 0 only
 set -euo pipefail
 cd "$(dirname "$0")"
 CONFIG=${1:-configs/demo.yaml}
 shift $(( $# > 0 ? 1 : 0 ))
+export ASR_JOB_START=${ASR_JOB_START:-$(date +%s)}
 
 if [ ! -x .venv/bin/python ]; then
+    echo "== set-up: a virtual environment in .venv =="
     "${PYTHON:-python3}" -m venv .venv
 fi
 if ! .venv/bin/python -c "import asr, deepspeed" 2>/dev/null; then
+    echo "== set-up: installing the package and its dependencies into .venv (a few minutes, once) =="
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
 fi
 PY=.venv/bin/python
-
-if [ -n "${HOSTFILE:-}" ]; then
-    exec .venv/bin/deepspeed --hostfile "$HOSTFILE" --module asr.train "$CONFIG" "$@"
-fi
-
-GPUS=$($PY -c "import torch; print(torch.cuda.device_count())")
-if [ "$GPUS" -gt 0 ]; then
-    NPROC=${NPROC:-$GPUS}
-else
-    NPROC=${NPROC:-$($PY -c "import sys; from asr.config import load_config; print(load_config(sys.argv[1], sys.argv[2:]).train.cpu_processes)" "$CONFIG" "$@")}
-    CORES=$($PY -c "import os; print(len(os.sched_getaffinity(0)))")
-    export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( CORES / NPROC > 0 ? CORES / NPROC : 1 ))}
-fi
+export PYTHONUNBUFFERED=1
 
 NNODES=${NNODES:-1}
-if [ "$NNODES" -gt 1 ]; then
-    exec .venv/bin/torchrun --nnodes "$NNODES" --node_rank "${NODE_RANK:?set NODE_RANK}" \
-        --master_addr "${MASTER_ADDR:?set MASTER_ADDR}" --master_port "${MASTER_PORT:-29500}" \
-        --nproc_per_node "$NPROC" -m asr.train "$CONFIG" "$@"
+MAIN_NODE=$([ "${NODE_RANK:-0}" = 0 ] && echo 1 || echo 0)
+if [ "$MAIN_NODE" = 1 ]; then
+    $PY -m asr.job prepare "$CONFIG" "$@"
+    if ! $PY -m asr.job needs-training "$CONFIG" "$@"; then
+        exec $PY -m asr.job finish "$CONFIG" "$@"
+    fi
 fi
-exec .venv/bin/torchrun --standalone --nproc_per_node "$NPROC" -m asr.train "$CONFIG" "$@"
+
+if [ -n "${HOSTFILE:-}" ]; then
+    .venv/bin/deepspeed --hostfile "$HOSTFILE" --module asr.train "$CONFIG" "$@"
+else
+    GPUS=$($PY -c "import torch; print(torch.cuda.device_count())")
+    if [ "$GPUS" -gt 0 ]; then
+        NPROC=${NPROC:-$GPUS}
+    else
+        NPROC=${NPROC:-$($PY -c "import sys; from asr.config import load_config; print(load_config(sys.argv[1], sys.argv[2:]).train.cpu_processes)" "$CONFIG" "$@")}
+        CORES=$($PY -c "import os; print(len(os.sched_getaffinity(0)))")
+        export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( CORES / NPROC > 0 ? CORES / NPROC : 1 ))}
+    fi
+    if [ "$NNODES" -gt 1 ]; then
+        .venv/bin/torchrun --nnodes "$NNODES" --node_rank "${NODE_RANK:?set NODE_RANK}" \
+            --master_addr "${MASTER_ADDR:?set MASTER_ADDR}" --master_port "${MASTER_PORT:-29500}" \
+            --nproc_per_node "$NPROC" -m asr.train "$CONFIG" "$@"
+    else
+        .venv/bin/torchrun --standalone --nproc_per_node "$NPROC" -m asr.train "$CONFIG" "$@"
+    fi
+fi
+
+if [ "$MAIN_NODE" = 1 ]; then
+    exec $PY -m asr.job finish "$CONFIG" "$@"
+fi

@@ -221,6 +221,29 @@ class CleanConfig:
         return table.get(language or "*", table["*"])
 
 
+@dataclass(frozen=True)
+class JobConfig:
+    """The stages ``./train.sh`` runs around training (``asr.job``): with ``corpus`` set, the offline demo
+    corpus is made there and cleaned first, and the model is evaluated on its test split afterwards.
+
+    The data section's manifests default to the corpus's: ``train`` to the cleaning's kept windows (or
+    all training windows with ``clean: false``), ``dev`` to the dev windows, ``test`` to the test cuts.
+    """
+
+    corpus: str | None = None  # a folder for the demo corpus (asr-prepare demo); unset: no data stages
+    hours: float = 1.0  # hours of training speech
+    seed: int = 0
+    corruption: float = 0.2  # share of training clips given a wrong label; 0 switches it off
+    eval_clips: int = 30  # the fewest speech clips per language in dev and in test
+    clean: bool = True  # apply the cleaning rules (the clean: section) and train on what they keep
+    test: tuple[str, ...] = ()  # manifests asr-eval scores the exported model on after training
+    example: bool = True  # transcribe one long test recording at the end, to show the result
+
+    def __post_init__(self):
+        if self.hours <= 0 or not 0 <= self.corruption <= 1:
+            raise ValueError(f"need hours > 0 and corruption in [0, 1], got {self.hours}, {self.corruption}")
+
+
 @functools.lru_cache(maxsize=16)
 def _parse_bounds(entries: tuple[str, ...]) -> dict[str, tuple[float, float]]:
     table = {"*": (0.0, float("inf"))}
@@ -245,6 +268,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     clean: CleanConfig = field(default_factory=CleanConfig)
+    job: JobConfig = field(default_factory=JobConfig)
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
@@ -260,7 +284,19 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     sources = {"": source}
     for item in overrides:
         sources[item.partition("=")[0].strip()] = f"override {item!r}"
-    return from_dict(Config, _expand_model_preset(raw, source), sources)
+    return with_job_defaults(from_dict(Config, _expand_model_preset(raw, source), sources))
+
+
+def with_job_defaults(config: Config) -> Config:
+    """Fill the data manifests a demo-corpus job leaves unset (see :class:`JobConfig`)."""
+    corpus = config.job.corpus
+    if not corpus:
+        return config
+    train = f"{corpus}/clean/kept_cuts.jsonl.gz" if config.job.clean else f"{corpus}/train_windows.jsonl.gz"
+    data = dataclasses.replace(config.data, train=config.data.train or (train,),
+                               dev=config.data.dev or (f"{corpus}/dev_windows.jsonl.gz",))
+    job = dataclasses.replace(config.job, test=config.job.test or (f"{corpus}/test_cuts.jsonl.gz",))
+    return dataclasses.replace(config, data=data, job=job)
 
 
 def from_dict(cls: type, raw: Mapping[str, Any], sources: Mapping[str, str] | None = None, prefix: str = ""):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -137,48 +138,65 @@ def _recipe(args) -> int:
 
 
 def _demo(args) -> int:
+    make_demo(args.out, args.hours, args.seed, args.corruption, args.min_eval_clips, args.workers)
+    return 0
+
+
+def make_demo(out: Path, hours: float = 1.0, seed: int = 0, corruption: float | None = None,
+              min_eval_clips: int = 30, workers: int = 2) -> None:
+    """Synthesise (or reuse) the demo corpus in ``out`` and write each split's 30 s windows beside it.
+    ``corruption``: the share of train clips given a wrong label (None: the default mix, 0: none)."""
     from asr.data.demo import Corruption, make_demo_corpus
 
-    corruption = Corruption()
-    if args.corruption is not None:
-        scale = args.corruption / corruption.total
-        corruption = Corruption(**{k: v * scale for k, v in dataclasses.asdict(corruption).items()})
-    corpus = make_demo_corpus(args.out, hours=args.hours, seed=args.seed, corruption=corruption,
-                              min_eval_clips=args.min_eval_clips, workers=args.workers)
+    mix = Corruption()
+    if corruption is not None and not math.isclose(corruption, mix.total):
+        scale = corruption / mix.total
+        mix = Corruption(**{k: v * scale for k, v in dataclasses.asdict(mix).items()})
+    corpus = make_demo_corpus(out, hours=hours, seed=seed, corruption=mix, min_eval_clips=min_eval_clips,
+                              workers=workers)
     for split, path in corpus.manifests.items():
         windows, report = window_cuts(CutSet.from_file(path))
-        windows.to_file(args.out / f"{split}_windows.jsonl.gz")
+        windows.to_file(out / f"{split}_windows.jsonl.gz")
         print(f"{split}: {report.cuts} cuts -> {len(windows)} windows of at most 30 s "
-              f"-> {args.out / f'{split}_windows.jsonl.gz'}")
-    hours = ", ".join(f"{split} {h:.2f} h" for split, h in corpus.hours.items())
+              f"-> {out / f'{split}_windows.jsonl.gz'}")
+    hours_made = ", ".join(f"{split} {h:.2f} h" for split, h in corpus.hours.items())
     made = "reused" if corpus.reused else f"made in {corpus.seconds:.0f} s, {corpus.speed:.0f}x real time"
-    print(f"{hours} of audio in {corpus.out_dir} ({made})")
-    return 0
+    print(f"{hours_made} of audio in {corpus.out_dir} ({made})")
 
 
 def _clean(args) -> int:
     from asr.config import load_config
-    from asr.data.clean import clean_cuts
 
     config = load_config(args.config, [f"clean.{item}" for item in args.overrides])
+    clean(args.cuts, args.out, config.clean, args.tokenizer)
+    return 0
+
+
+def clean(cuts: Path, out: Path, rules, tokenizer_path: Path | None = None) -> None:
+    """Apply the cleaning ``rules`` (a CleanConfig) to the manifest ``cuts``; write and summarise."""
+    from asr.data.clean import clean_cuts
+
     tokenizer = None
-    if args.tokenizer:
+    if tokenizer_path:
         from asr.tokenizer import Tokenizer
-        tokenizer = Tokenizer.from_sentencepiece(args.tokenizer.read_bytes())
-    result = clean_cuts(open_cuts(args.cuts), config.clean, tokenizer=tokenizer, progress=True)
-    result.write(args.out)
+        tokenizer = Tokenizer.from_sentencepiece(Path(tokenizer_path).read_bytes())
+    result = clean_cuts(open_cuts(cuts), rules, tokenizer=tokenizer, progress=True)
+    result.write(out)
     report = result.report.to_dict()
     print(f"kept {report['kept']['total']}, dropped {report['dropped']['total']}, "
-          f"turned into translation pairs {report['translated']['total']} -> {args.out}")
+          f"turned into translation pairs {report['translated']['total']} -> {out}")
     evaluation = result.report.evaluation
     if evaluation:
-        print(f"against the recorded truth: precision {evaluation['precision']:.3f}, "
-              f"recall {evaluation['recall']:.3f} over {evaluation['n_corrupt']} corrupt of "
+        print(f"against the recorded truth: precision {_share(evaluation['precision'])}, "
+              f"recall {_share(evaluation['recall'])} over {evaluation['n_corrupt']} corrupt of "
               f"{evaluation['n_cuts']} cuts")
         for kind, figures in sorted(evaluation["recall_by_kind"].items()):
-            print(f"  {kind:12s} recall {figures['recall']:.3f} ({figures['dropped']}/{figures['n']})")
-    print(f"report: {args.out / 'report.md'}")
-    return 0
+            print(f"  {kind:12s} recall {_share(figures['recall'])} ({figures['dropped']}/{figures['n']})")
+    print(f"report: {out / 'report.md'}")
+
+
+def _share(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"  # None: nothing to divide by (no drops, no corruption)
 
 
 def _shar(args) -> int:

@@ -1,0 +1,269 @@
+"""The main job's stages around training; ``./train.sh`` runs them, so one command goes from nothing to
+an evaluated model::
+
+    python -m asr.job prepare CONFIG [key=value ...]   # 1 demo corpus, 2 weak-label cleaning
+    python -m asr.job needs-training CONFIG [...]       # exit 0 when stage 3 (training) has work left
+    python -m asr.job finish CONFIG [...]               # 4 export + evaluation, 5 an example transcription
+
+Each stage reuses what an earlier run finished (the corpus and cleaning are stamped with the settings
+that made them, training resumes from its latest checkpoint, the export and evaluation are redone only
+when the checkpoint is newer), so a second run skips to the first unfinished stage. Stage times go to
+``<output_dir>/job.json``; with ``ASR_JOB_START`` (seconds since the epoch, set by train.sh) the
+summary also gives the whole job's wall time.
+
+A config without a ``job.corpus`` gets no data stages; ``finish`` still exports the model and
+evaluates it on ``job.test``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from asr.config import Config, ConfigError, load_config, to_dict
+
+STAGES = ("demo corpus", "weak-label cleaning", "training", "evaluation", "example transcription")
+
+# What the demo job must reach on its test split (README, "The main job").
+DEMO_TARGETS = (
+    # (label, dotted key in metrics.json, target, higher is better, scale for printing)
+    ("WER, mean over languages", "wer.mean_over_languages.wer", 0.10, False, 100),
+    ("WER, worst language", "wer.worst_language", 0.20, False, 100),
+    ("X->English BLEU", "translation.bleu", 50.0, True, 1),
+    ("language ID accuracy", "language_id.accuracy", 0.98, True, 100),
+    ("no-speech F1", "no_speech.f1", 0.95, True, 1),
+    ("timestamp MAE (s)", "timestamps.mae", 0.30, False, 1),
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m asr.job", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=("prepare", "needs-training", "finish"))
+    parser.add_argument("config", type=Path)
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides)
+        job = Job(config)
+        if args.command == "prepare":
+            job.prepare()
+        elif args.command == "needs-training":
+            return 0 if job.needs_training() else 1
+        else:
+            return job.finish()
+    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"asr.job: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+class Job:
+    def __init__(self, config: Config):
+        self.config = config
+        self.run_dir = Path(config.train.output_dir)
+        self.corpus = Path(config.job.corpus) if config.job.corpus else None
+
+    # -- stages ------------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        if self.corpus is None:
+            return
+        with self._stage(1):
+            self._make_corpus()
+        with self._stage(2):
+            if self.config.job.clean:
+                self._clean()
+            else:
+                print("switched off (job.clean=false): training on every training window")
+
+    def needs_training(self) -> bool:
+        """Whether the run folder lacks a finished training run of ``optim.max_steps``."""
+        summary = _read_json(self.run_dir / "summary.json")
+        done = (summary is not None and not summary.get("stopped_early")
+                and summary.get("steps", 0) >= self.config.optim.max_steps)
+        _banner(3, "reused: " + str(self.run_dir) if done else
+                f"vocabulary and model, {self.config.optim.max_steps} steps -> {self.run_dir}")
+        return not done
+
+    def finish(self) -> int:
+        failed = 0
+        with self._stage(4):
+            model = self._export()
+            evaluations = [self._evaluate(model, Path(test)) for test in self.config.job.test]
+            failed = sum(1 for _, code in evaluations if code)
+        example = None
+        if self.config.job.example and self.config.job.test:
+            with self._stage(5):
+                example = self._example(model, Path(self.config.job.test[0]))
+        self._summary(model, [path for path, _ in evaluations], example)
+        return 1 if failed else 0
+
+    # -- stage bodies ------------------------------------------------------------------------------
+
+    def _make_corpus(self) -> None:
+        from asr.cli.prepare import make_demo
+
+        job = self.config.job
+        make_demo(self.corpus, hours=job.hours, seed=job.seed, corruption=job.corruption,
+                  min_eval_clips=job.eval_clips)
+
+    def _clean(self) -> None:
+        from asr.cli.prepare import clean
+
+        out = self.corpus / "clean"
+        stamp = {"corpus": _read_json(self.corpus / "demo.json")["params"], "clean": to_dict(self.config.clean)}
+        if _read_json(out / "stamp.json") == stamp and (out / "kept_cuts.jsonl.gz").exists():
+            print(f"reused: {out} (same corpus, same rules)")
+            return
+        (out / "stamp.json").unlink(missing_ok=True)
+        clean(self.corpus / "train_windows.jsonl.gz", out, self.config.clean)
+        (out / "stamp.json").write_text(json.dumps(stamp, indent=1))
+
+    def _export(self) -> Path:
+        from asr import checkpoint
+
+        model = self.run_dir / "model.pt"
+        tag = checkpoint.read_tag(self.run_dir / "checkpoints")
+        if tag is None:
+            raise FileNotFoundError(f"{self.run_dir / 'checkpoints'}: no checkpoint to export; train first")
+        if _newer(model, self.run_dir / "checkpoints" / tag):
+            print(f"reused: {model} ({tag})")
+        else:
+            checkpoint.export(self.run_dir, model, tag)
+            print(f"exported {tag} -> {model}")
+        return model
+
+    def _eval_dir(self, test: Path) -> Path:
+        if len(self.config.job.test) == 1:
+            return self.run_dir / "eval"
+        return self.run_dir / "eval" / test.name.removesuffix(".gz").removesuffix(".jsonl")
+
+    def _evaluate(self, model: Path, test: Path) -> tuple[Path, int]:
+        from asr.cli import eval as eval_cli
+
+        out = self._eval_dir(test)
+        metrics = out / "metrics.json"
+        if _newer(metrics, model):
+            print(f"reused: {metrics}")
+            return metrics, 0
+        metrics.unlink(missing_ok=True)
+        code = eval_cli.main(["--model", str(model), "--manifest", str(test), "--out", str(out),
+                              "--run", str(self.run_dir)])
+        return metrics, code
+
+    def _example(self, model: Path, test: Path) -> Path | None:
+        """Transcribe the test split's longest speech recording with asr-transcribe; the .srt's path."""
+        from asr.cli import transcribe as transcribe_cli
+        from asr.data.dataset import open_cuts
+
+        speech = [cut for cut in open_cuts(test) if cut.supervisions and cut.has_recording]
+        if not speech:
+            print(f"{test}: no speech recording to transcribe")
+            return None
+        cut = max(speech, key=lambda c: c.duration)
+        audio = Path(cut.recording.sources[0].source)
+        out = self.run_dir / "example"
+        srt = out / f"{audio.stem}.srt"
+        if not _newer(srt, model):
+            print(f"asr-transcribe {audio} --model {model} --output_dir {out}")
+            code = transcribe_cli.main([str(audio), "--model", str(model), "--output_dir", str(out),
+                                        "--output_format", "all"])
+            if code:
+                return None
+        print(f"{audio} ({cut.duration:.0f} s, {cut.supervisions[0].language}):")
+        print(srt.read_text())
+        reference = "\n".join(f"[{s.start:6.2f} -> {s.end:6.2f}] {s.text}"
+                              for s in sorted(cut.supervisions, key=lambda s: s.start))
+        print(f"reference:\n{reference}\n")
+        return srt
+
+    def _summary(self, model: Path, metrics_paths: list[Path], example: Path | None) -> None:
+        times = _read_json(self.run_dir / "job.json") or {}
+        print("\n== done ==")
+        print(f"run folder     {self.run_dir}  (checkpoints/, log.jsonl, tensorboard/, summary.json)")
+        print(f"model          {model}")
+        for path in metrics_paths:
+            print(f"evaluation     {path.parent / 'report.md'}  (plots and hyps.jsonl beside it)")
+        if example:
+            print(f"example        {example}")
+        if self.corpus:
+            print(f"corpus         {self.corpus}  (README.md; cleaning report: {self.corpus / 'clean' / 'report.md'})")
+        for stage, seconds in times.get("stages", {}).items():
+            print(f"  {stage:24s} {seconds / 60:6.1f} min (last run of the stage)")
+        started = os.environ.get("ASR_JOB_START")
+        if started:
+            total = time.time() - float(started)
+            print(f"whole job this time: {total / 60:.1f} min")
+            self._record("whole job", total)
+        if self.corpus and metrics_paths and metrics_paths[0].exists():
+            print()
+            print(targets_table(json.loads(metrics_paths[0].read_text())))
+
+    # -- bookkeeping -------------------------------------------------------------------------------
+
+    @contextmanager
+    def _stage(self, number: int):
+        _banner(number)
+        started = time.time()
+        yield
+        self._record(STAGES[number - 1], time.time() - started)
+
+    def _record(self, name: str, seconds: float) -> None:
+        path = self.run_dir / "job.json"
+        times = _read_json(path) or {"stages": {}}
+        times["stages"][name] = round(seconds, 1)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(times, indent=1))
+
+
+def targets_table(metrics: dict) -> str:
+    """The demo's quality targets against ``metrics`` (an asr-eval metrics.json), as Markdown."""
+    metrics = dict(metrics)
+    languages = (metrics.get("wer") or {}).get("languages") or {}
+    if languages:
+        metrics["wer"] = dict(metrics["wer"], worst_language=max(v["wer"] for v in languages.values()))
+    lines = ["| metric | value | target | met |", "|---|---|---|---|"]
+    for label, key, target, higher, scale in DEMO_TARGETS:
+        value = _dotted(metrics, key)
+        met = value is not None and (value >= target if higher else value <= target)
+        shown = "–" if value is None else f"{value * scale:.2f}{'%' if scale == 100 else ''}"
+        bound = f"{'≥' if higher else '≤'} {target * scale:g}{'%' if scale == 100 else ''}"
+        lines.append(f"| {label} | {shown} | {bound} | {'yes' if met else 'NO'} |")
+    return "\n".join(lines)
+
+
+def _dotted(tree: dict, key: str):
+    for part in key.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def _banner(number: int, detail: str = "") -> None:
+    print(f"\n== stage {number}/{len(STAGES)}: {STAGES[number - 1]}{' -- ' + detail if detail else ''} ==", flush=True)
+
+
+def _newer(path: Path, than: Path) -> bool:
+    """``path`` exists and was written after ``than`` (a file or a folder's newest file)."""
+    if not path.exists() or not than.exists():
+        return False
+    stamps = [p.stat().st_mtime for p in than.rglob("*")] if than.is_dir() else [than.stat().st_mtime]
+    return path.stat().st_mtime >= max(stamps, default=0.0)
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The main job (asr/job.py, train.sh): config defaults, the targets table, and ./train.sh end to end
+on a tiny corpus and model, run twice to see every stage reused."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from asr.config import ConfigError, load_config
+from asr.job import targets_table
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_a_job_corpus_supplies_the_data_manifests_unless_they_are_given():
+    config = load_config(ROOT / "configs" / "demo.yaml", ["job.corpus=c"])
+    assert config.data.train == ("c/clean/kept_cuts.jsonl.gz",)
+    assert config.data.dev == ("c/dev_windows.jsonl.gz",)
+    assert config.job.test == ("c/test_cuts.jsonl.gz",)
+    uncleaned = load_config(ROOT / "configs" / "demo.yaml", ["job.corpus=c", "job.clean=false"])
+    assert uncleaned.data.train == ("c/train_windows.jsonl.gz",)
+    given = load_config(ROOT / "configs" / "demo.yaml", ["data.train=[mine.jsonl.gz]", "job.test=[t.jsonl.gz]"])
+    assert given.data.train == ("mine.jsonl.gz",) and given.job.test == ("t.jsonl.gz",)
+    assert load_config(None).data.train == ()  # no job corpus: nothing filled in
+    with pytest.raises(ConfigError, match="corruption"):
+        load_config(None, ["job.corruption=1.5"])
+
+
+def test_targets_table_marks_each_target():
+    metrics = {"wer": {"mean_over_languages": {"wer": 0.08}, "languages": {"de": {"wer": 0.05}, "ru": {"wer": 0.25}}},
+               "translation": {"bleu": 51.0}, "language_id": {"accuracy": 0.97},
+               "no_speech": {"f1": 0.96}, "timestamps": {"mae": None}}
+    rows = {line.split(" | ")[0].strip("| "): line for line in targets_table(metrics).splitlines()[2:]}
+    assert rows["WER, mean over languages"].endswith("| 8.00% | ≤ 10% | yes |")
+    assert rows["WER, worst language"].endswith("| 25.00% | ≤ 20% | NO |")
+    assert rows["X->English BLEU"].endswith("| 51.00 | ≥ 50 | yes |")
+    assert rows["language ID accuracy"].endswith("| 97.00% | ≥ 98% | NO |")
+    assert rows["no-speech F1"].endswith("| 0.96 | ≥ 0.95 | yes |")
+    assert rows["timestamp MAE (s)"].endswith("| – | ≤ 0.3 | NO |")  # not measured is not met
+
+
+TINY = [
+    "job.hours=0.004", "job.eval_clips=1", "job.seed=3", "tokenizer.vocab_size=400",
+    "model.n_audio_state=32", "model.n_audio_head=2", "model.n_audio_layer=1", "model.n_text_ctx=64",
+    "model.n_text_state=32", "model.n_text_head=2", "model.n_text_layer=1",
+    "data.num_workers=0", "optim.max_steps=3", "optim.warmup_steps=1", "train.cpu_processes=1",
+    "train.zero_stage=0", "train.eval_every=0", "train.save_every=2", "train.dev_decode_cuts=2",
+    "train.max_decode_tokens=8",
+]
+
+
+def _train_sh(tmp_path: Path) -> str:
+    overrides = [f"job.corpus={tmp_path / 'corpus'}", f"train.output_dir={tmp_path / 'run'}", *TINY]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("ASR_JOB_START", None)
+    done = subprocess.run(["bash", str(ROOT / "train.sh"), "configs/demo.yaml", *overrides], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return done.stdout
+
+
+def test_train_sh_runs_every_stage_then_reuses_them(tmp_path):
+    out = _train_sh(tmp_path)
+    for number, stage in enumerate(["demo corpus", "weak-label cleaning", "training", "evaluation",
+                                    "example transcription"], start=1):
+        assert f"== stage {number}/5: {stage}" in out
+    run = tmp_path / "run"
+    assert json.loads((run / "summary.json").read_text())["steps"] == 3
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert {"wer", "translation", "language_id", "no_speech", "timestamps"} <= set(metrics)
+    assert (run / "eval" / "report.md").exists() and (run / "model.pt").exists()
+    assert list((run / "example").glob("*.srt"))
+    assert "| WER, mean over languages |" in out and "whole job this time:" in out
+    assert (tmp_path / "corpus" / "clean" / "kept_cuts.jsonl.gz").exists()
+
+    trained = (run / "summary.json").stat().st_mtime
+    again = _train_sh(tmp_path)
+    assert "(reused)" in again  # the corpus
+    assert "reused: " + str(tmp_path / "corpus" / "clean") in again
+    assert "training -- reused" in again
+    assert f"reused: {run / 'model.pt'}" in again and f"reused: {run / 'eval' / 'metrics.json'}" in again
+    assert (run / "summary.json").stat().st_mtime == trained  # training was not launched again
