@@ -2,8 +2,10 @@
 
 Joint CTC/attention training (as in OWSM): ``loss = (1 - w) * attention + w * ctc`` with
 ``w = ctc_weight``. The attention term is the mean over target tokens (IGNORE positions excluded)
-with label smoothing; the CTC term is the mean over the batch's cuts whose heard words are known
-(translation-only pairs have none), of each cut's CTC loss against its transcript's text ids.
+with label smoothing; the CTC term is the summed CTC loss of the batch's cuts whose heard words are
+known (translation-only pairs have none), against their transcripts' text ids, over the number of those
+target ids, so both terms are per target token. No-speech cuts (an empty target) take CTC loss too; the
+denominator never falls below the number of cuts, so a batch of silence stays on the same scale.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from asr.model import Output
 class Loss(NamedTuple):
     total: Tensor  # what backward() is called on
     attention: Tensor  # mean cross-entropy per target token (with label smoothing)
-    ctc: Tensor  # CTC loss per encoder position of the cuts with known words; 0 when not used
+    ctc: Tensor  # CTC loss per target token of the cuts with known words; 0 when not used
     n_tokens: int  # target tokens that took loss
 
 
@@ -54,7 +56,9 @@ def _ctc_loss(output: Output, batch: dict, blank: int) -> Tensor:
     log_probs = output.ctc_logits.float().log_softmax(-1).transpose(0, 1)  # (T, B, V + 1)
     per_cut = F.ctc_loss(log_probs, batch["ctc_targets"].to(device), input_lengths.to(device),
                          batch["ctc_lengths"].to(device), blank=blank, reduction="none", zero_infinity=True)
-    # Per encoder position: a cut's CTC loss grows with its length, and no-speech cuts (an empty
-    # target) take loss too, so positions, not target tokens, keep the term on the attention term's scale.
-    n_positions = (input_lengths.to(device) * valid).sum().clamp(min=1)
-    return (per_cut * valid).sum() / n_positions
+    # Per target token over the whole batch (ESPnet sums per utterance; the attention term here is per
+    # token). Per cut, an empty target would divide by zero; per encoder position (tried first) left
+    # the term about ten times weaker than the attention term, and the encoder sat on CTC's all-blank
+    # plateau for hundreds of steps.
+    n_targets = (batch["ctc_lengths"].to(device) * valid).sum()
+    return (per_cut * valid).sum() / torch.maximum(n_targets, valid.sum()).clamp(min=1)

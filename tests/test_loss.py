@@ -36,11 +36,11 @@ def test_label_smoothing_raises_the_loss_of_a_confident_prediction():
 def test_ctc_loss_against_a_hand_count_of_paths():
     # Two positions, classes {0, 1, blank=2}, uniform: target [0] has 3 paths (0 0, 0 -, - 0) of
     # probability 1/9 each, so its loss is -log(1/3). Target [0, 1] has one path: -log(1/9).
-    # Per encoder position: (log 3 + log 9) / 4.
+    # Per target token of the batch: (log 3 + log 9) / 3.
     ctc_logits = torch.zeros(2, 2, 3)
     b = batch([[IGNORE], [IGNORE]], [[0, 0], [0, 1]], [1, 2], [True, True])
     loss = multitask_loss(Output(torch.zeros(2, 1, 2), ctc_logits, None), b, ctc_weight=1.0)
-    assert loss.ctc.item() == pytest.approx((math.log(3) + math.log(9)) / 4, rel=1e-5)
+    assert loss.ctc.item() == pytest.approx((math.log(3) + math.log(9)) / 3, rel=1e-5)
 
 
 def test_ctc_skips_cuts_without_known_words_and_respects_lengths():
@@ -48,15 +48,21 @@ def test_ctc_skips_cuts_without_known_words_and_respects_lengths():
     ctc_logits[1] = 100.0 * torch.randn(4, 3)  # garbage on a cut that must not count
     b = batch([[0], [0]], [[0], [0]], [1, 1], [True, False])
     loss = multitask_loss(Output(torch.zeros(2, 1, 2), ctc_logits, torch.tensor([2, 4])), b, ctc_weight=0.3)
-    assert loss.ctc.item() == pytest.approx(math.log(3) / 2, rel=1e-5)  # first cut: 2 positions, as above
-    assert loss.total.item() == pytest.approx(0.7 * loss.attention.item() + 0.3 * math.log(3) / 2, rel=1e-5)
+    assert loss.ctc.item() == pytest.approx(math.log(3), rel=1e-5)  # first cut: 2 positions, 1 token, as above
+    assert loss.total.item() == pytest.approx(0.7 * loss.attention.item() + 0.3 * math.log(3), rel=1e-5)
 
 
-def test_ctc_of_a_long_silence_stays_on_the_scale_of_one_position():
-    ctc_logits = torch.zeros(1, 500, 3)  # 500 positions, uniform over {0, 1, blank}: log 3 each
-    b = batch([[0]], [[0]], [0], [True])  # no speech: the target is empty, every position blank
-    loss = multitask_loss(Output(torch.zeros(1, 1, 2), ctc_logits, None), b, ctc_weight=1.0)
-    assert loss.ctc.item() == pytest.approx(math.log(3), rel=1e-5)
+def test_ctc_of_silence_counts_beside_speech_and_alone_is_per_cut():
+    # No speech: an empty target, so every position must be blank; uniform over {0, 1, blank} that is
+    # 500 * log 3. Beside a speech cut with 1 target token it is summed with that cut's log 3 (above)
+    # and divided by the batch's 2 cuts (more than its 1 target token); alone, by its 1 cut (never 0).
+    ctc_logits = torch.zeros(2, 500, 3)
+    b = batch([[0], [0]], [[0], [0]], [1, 0], [True, True])
+    both = multitask_loss(Output(torch.zeros(2, 1, 2), ctc_logits, torch.tensor([2, 500])), b, ctc_weight=1.0)
+    assert both.ctc.item() == pytest.approx((math.log(3) + 500 * math.log(3)) / 2, rel=1e-5)
+    alone = batch([[0]], [[0]], [0], [True])
+    loss = multitask_loss(Output(torch.zeros(1, 1, 2), ctc_logits[:1], None), alone, ctc_weight=1.0)
+    assert loss.ctc.item() == pytest.approx(500 * math.log(3), rel=1e-5)
 
 
 def test_ctc_weight_without_a_head_is_a_clear_error():
