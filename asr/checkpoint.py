@@ -160,7 +160,7 @@ def export(run_dir: str | Path, out_path: str | Path, tag: str | None = None) ->
         raise CheckpointError(f"{checkpoint_dir}: no complete training checkpoint to export")
     config = load_config(run_dir / "config.yaml")
     tokenizer = Tokenizer.from_sentencepiece((run_dir / "tokenizer.model").read_bytes())
-    model = Model(model_dims(config.model, tokenizer.n_vocab))
+    model = Model(model_dims(config.model, tokenizer.n_vocab, tokenizer.n_text))
     model.load_state_dict(consolidated_state_dict(checkpoint_dir, tag))
     save(out_path, model, tokenizer, config)
     return Path(out_path)
@@ -178,11 +178,12 @@ def consolidated_state_dict(checkpoint_dir: Path, tag: str) -> dict:
     return {name: tensor.float() for name, tensor in state.items()}
 
 
-def model_dims(model: ModelConfig, n_vocab: int) -> ModelDims:
-    """The network's dims from a config's model section (or a preset) and the tokenizer's vocabulary size."""
+def model_dims(model: ModelConfig, n_vocab: int, n_text: int = 0) -> ModelDims:
+    """The network's dims from a config's model section (or a preset) and the tokenizer's vocabulary size;
+    ``n_text``, the tokenizer's text pieces, sizes the CTC head (0: the whole vocabulary)."""
     fields = dataclasses.asdict(model)
     del fields["preset"]
-    return ModelDims(n_vocab=n_vocab, **fields)
+    return ModelDims(n_vocab=n_vocab, n_ctc_vocab=n_text if model.ctc_head else 0, **fields)
 
 
 def _write_atomically(path: Path, text: str) -> None:

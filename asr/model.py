@@ -39,7 +39,8 @@ class ModelDims:
     n_text_state: int
     n_text_head: int
     n_text_layer: int
-    ctc_head: bool = False  # adds a CTC projection over n_vocab + 1 classes; the blank is the last
+    ctc_head: bool = False  # adds a CTC projection over n_ctc_vocab + 1 classes; the blank is the last
+    n_ctc_vocab: int = 0  # CTC classes before the blank: the first ids (the text pieces); 0: all n_vocab
 
     @classmethod
     def from_dict(cls, dims: dict) -> "ModelDims":
@@ -53,7 +54,7 @@ class ModelDims:
 
 class Output(NamedTuple):
     logits: Tensor  # (batch, n_tokens, n_vocab), float32
-    ctc_logits: Tensor | None  # (batch, n_audio_frames, n_vocab + 1), float32; None without a CTC head
+    ctc_logits: Tensor | None  # (batch, n_audio_frames, ctc_blank + 1), float32; None without a CTC head
     audio_lengths: Tensor | None  # (batch,) valid encoder positions; None when nothing is padded
 
 
@@ -273,13 +274,15 @@ class Model(nn.Module):
                                     dims.n_audio_head, dims.n_audio_layer)
         self.decoder = TextDecoder(dims.n_vocab, dims.n_text_ctx, dims.n_text_state,
                                    dims.n_text_head, dims.n_text_layer)
-        self.ctc = nn.Linear(dims.n_audio_state, dims.n_vocab + 1) if dims.ctc_head else None
+        self.ctc = nn.Linear(dims.n_audio_state, self.ctc_blank + 1) if dims.ctc_head else None
         self.reset_parameters()
 
     @property
     def ctc_blank(self) -> int:
-        """The CTC head's blank class, after the whole vocabulary."""
-        return self.dims.n_vocab
+        """The CTC head's blank class, after its vocabulary (the text pieces, or the whole vocabulary).
+        A head over the text pieces alone costs a fraction of one over every special and timestamp token,
+        which on a small model is a quarter of the training compute."""
+        return self.dims.n_ctc_vocab or self.dims.n_vocab
 
     def reset_parameters(self) -> None:
         """Small embeddings, since the output projection is tied to the token embedding."""
@@ -306,7 +309,7 @@ class Model(nn.Module):
         return KVCache(self.dims.n_text_layer)
 
     def ctc_logits(self, xa: Tensor) -> Tensor:
-        """(batch, n_audio_positions, n_audio_state) -> (batch, n_audio_positions, n_vocab + 1), float32"""
+        """(batch, n_audio_positions, n_audio_state) -> (batch, n_audio_positions, ctc_blank + 1), float32"""
         if self.ctc is None:
             raise ValueError("this model has no CTC head (ModelDims.ctc_head is false)")
         return self.ctc(xa).float()

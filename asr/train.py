@@ -219,7 +219,7 @@ def _tokenizer(config: Config, run_dir: Path, train_cuts: CutSet, rank: int) -> 
 
 
 def _model(config: Config, tokenizer: Tokenizer) -> Model:
-    model = Model(checkpoint.model_dims(config.model, tokenizer.n_vocab))
+    model = Model(checkpoint.model_dims(config.model, tokenizer.n_vocab, tokenizer.n_text))
     if config.train.init_from:
         loaded = checkpoint.load(config.train.init_from)
         if loaded.model.dims.n_vocab != tokenizer.n_vocab:

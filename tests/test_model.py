@@ -226,3 +226,15 @@ def test_bf16_model_takes_float32_features_and_gives_float32_logits(model):
 
 def test_kv_cache_offset_starts_at_zero():
     assert KVCache(2).offset == 0
+
+
+def test_ctc_head_over_the_text_pieces_puts_the_blank_after_them():
+    from asr.config import ModelConfig
+
+    dims = model_dims(ModelConfig(n_mels=16, n_audio_ctx=64, n_audio_state=32, n_audio_head=4, n_text_ctx=24,
+                                  n_text_state=32, n_text_head=4, ctc_head=True), n_vocab=100, n_text=60)
+    model = Model(dims)
+    assert model.ctc_blank == 60 and model.ctc.out_features == 61
+    out = model(torch.randn(1, 16, 20), torch.zeros(1, 3, dtype=torch.long))
+    assert out.ctc_logits.shape == (1, 10, 61) and out.logits.shape[-1] == 100
+    assert Model(small_dims(ctc_head=True)).ctc_blank == 100  # without n_ctc_vocab: after the whole vocabulary

@@ -58,18 +58,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _compare(argv: list[str]) -> int:
-    from asr.evaluate.compare import compare, format_table
+    from asr.evaluate.compare import compare, format_table, headline_table
 
-    parser = argparse.ArgumentParser(prog="asr-eval compare", description="The difference table of two evaluations.")
-    parser.add_argument("a", type=Path)
-    parser.add_argument("b", type=Path)
+    parser = argparse.ArgumentParser(
+        prog="asr-eval compare",
+        description="Two evaluations: every metric and its difference, then the headline figures. More: the "
+                    "headline figures, one row per run. Name a run with NAME=PATH (default: its folder).")
+    parser.add_argument("metrics", nargs="+", metavar="[NAME=]METRICS_JSON")
     args = parser.parse_args(argv)
-    try:
-        a, b = (json.loads(p.read_text()) for p in (args.a, args.b))
-    except (OSError, json.JSONDecodeError) as e:
-        print(f"asr-eval compare: error: {e}", file=sys.stderr)
-        return 2
-    print(format_table(compare(a, b)))
+    runs = []
+    for item in args.metrics:
+        name, _, path = item.rpartition("=")
+        path = Path(path)
+        try:
+            runs.append((name or path.parent.name, json.loads(path.read_text())))
+        except (OSError, json.JSONDecodeError) as e:
+            print(f"asr-eval compare: error: {path}: {e}", file=sys.stderr)
+            return 2
+    if len(runs) == 2:
+        print(format_table(compare(runs[0][1], runs[1][1])))
+    print(headline_table(runs))
     return 0
 
 

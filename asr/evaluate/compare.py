@@ -1,10 +1,12 @@
-"""The difference of two evaluations: every numeric metric of either metrics.json, side by side.
+"""Evaluations side by side: the difference of two (every numeric metric of either metrics.json),
+and the headline figures of any number of runs, one row each.
 
     rows = compare(json.load(open("eval/base/metrics.json")), json.load(open("eval/new/metrics.json")))
     print(format_table(rows))
     # | metric | A | B | B−A |
     # |---|---|---|---|
     # | wer.pooled.wer | 0.2500 | 0.2000 | -0.0500 |
+    print(headline_table([("weak labels", weak), ("true labels", true)]))
 """
 
 from __future__ import annotations
@@ -62,4 +64,38 @@ def format_table(rows: list[Row]) -> str:
     other numbers with 4 decimals."""
     lines = ["| metric | A | B | B−A |", "|---|---|---|---|"]
     lines += [f"| {r.metric} | {_cell(r.a)} | {_cell(r.b)} | {_cell(r.difference, signed=True)} |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+# The figures a run is judged by: (label, dotted key into metrics.json, scale for printing, unit).
+HEADLINE = (
+    ("WER, mean over languages", "wer.mean_over_languages.wer", 100, "%"),
+    ("WER, worst language", "wer.worst_language", 100, "%"),
+    ("X->English BLEU", "translation.bleu", 1, ""),
+    ("language ID accuracy", "language_id.accuracy", 100, "%"),
+    ("no-speech F1", "no_speech.f1", 1, ""),
+    ("timestamp MAE (s)", "timestamps.mae", 1, ""),
+)
+
+
+def headline(metrics: dict) -> dict[str, float | None]:
+    """The HEADLINE figures of an asr-eval metrics.json by label (None where not measured)."""
+    flat = flatten(metrics)
+    languages = [v for k, v in flat.items() if k.startswith("wer.languages.") and k.endswith(".wer") and v is not None]
+    flat["wer.worst_language"] = max(languages, default=None)
+    return {label: flat.get(key) for label, key, _, _ in HEADLINE}
+
+
+def format_headline(label: str, value: float | None) -> str:
+    scale, unit = next((s, u) for name, _, s, u in HEADLINE if name == label)
+    return "–" if value is None else f"{value * scale:.2f}{unit}"
+
+
+def headline_table(runs: list[tuple[str, dict]]) -> str:
+    """A Markdown table with one row per (name, metrics) and one column per HEADLINE figure."""
+    lines = ["| run | " + " | ".join(label for label, *_ in HEADLINE) + " |",
+             "|---|" + "---|" * len(HEADLINE)]
+    for name, metrics in runs:
+        figures = headline(metrics)
+        lines.append(f"| {name} | " + " | ".join(format_headline(k, v) for k, v in figures.items()) + " |")
     return "\n".join(lines) + "\n"

@@ -78,6 +78,18 @@ def test_compare_prints_the_difference_table(tmp_path, capsys):
     assert "wer.pooled.wer" in table and "0.25" in table and "-0.05" in table
 
 
+def test_compare_of_three_runs_prints_one_headline_row_each(tmp_path, capsys):
+    for name, wer in (("weak", 0.12), ("true", 0.1), ("raw", 0.3)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(
+            {"wer": {"mean_over_languages": {"wer": wer}, "languages": {"de": {"wer": wer / 2}, "fr": {"wer": wer}}},
+             "translation": {"bleu": 40.0}}))
+    assert main(["compare", *(f"{n} labels={tmp_path / n}.json" for n in ("weak", "true", "raw"))]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert rows[0].startswith("| run | WER, mean over languages | WER, worst language | X->English BLEU")
+    assert rows[2].startswith("| weak labels | 12.00% | 12.00% | 40.00 | – |")
+    assert rows[4].startswith("| raw labels | 30.00% | 30.00% |") and len(rows) == 5
+
+
 def test_not_a_checkpoint_is_a_clear_error(setup, tmp_path, capsys):
     (tmp_path / "x.pt").write_text("nope")
     assert main(["--model", str(tmp_path / "x.pt"), "--manifest", str(setup / "cuts.jsonl.gz")]) == 2
