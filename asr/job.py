@@ -91,6 +91,11 @@ class Job:
         return not done
 
     def finish(self) -> int:
+        summary = _read_json(self.run_dir / "summary.json") or {}
+        if summary.get("stopped_early") or summary.get("steps", 0) < self.config.optim.max_steps:
+            print(f"\ntraining stopped at step {summary.get('steps', 0)} of {self.config.optim.max_steps}: "
+                  f"run the same command again to continue from {self.run_dir / 'checkpoints'}")
+            return 1
         failed = 0
         with self._stage(4):
             model = self._export()

@@ -18,6 +18,7 @@ losses stop the run. SIGTERM saves a checkpoint at the end of the current step a
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import math
@@ -162,7 +163,17 @@ def setup(config: Config) -> Run:
                                pad_to_30s=config.features.pad_to_30s, seed=config.train.seed)
     run = Run(config, run_dir, rank, world_size, device, tokenizer, engine, train_cuts, dev_cuts, dataset)
     signal.signal(signal.SIGTERM, lambda *_: setattr(run, "stop_requested", True))
+    signal.signal(signal.SIGINT, functools.partial(_interrupted, run))
     return run
+
+
+def _interrupted(run: Run, *_) -> None:
+    """Ctrl-C: save at the end of the step, like SIGTERM; a second Ctrl-C stops at once."""
+    if run.stop_requested:
+        raise KeyboardInterrupt
+    run.stop_requested = True
+    if run.is_main:
+        print("\ninterrupted: saving a checkpoint after this step (Ctrl-C again to stop at once)", flush=True)
 
 
 def _init_distributed(deepspeed) -> None:

@@ -61,6 +61,8 @@ def _train_sh(tmp_path: Path) -> str:
     return done.stdout
 
 
+@pytest.mark.skipif(not (ROOT / ".venv" / "bin" / "python").exists(),
+                    reason="train.sh runs in the repository's .venv, which ./test.sh makes")
 def test_train_sh_runs_every_stage_then_reuses_them(tmp_path):
     out = _train_sh(tmp_path)
     for number, stage in enumerate(["demo corpus", "weak-label cleaning", "training", "evaluation",

@@ -143,12 +143,13 @@ def test_resume_after_sigkill_continues_with_the_same_batches_and_losses(corpus,
         assert after_resume[step] == pytest.approx(expected[step], abs=1e-6), step
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_0(corpus, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_sigterm_or_ctrl_c_saves_a_checkpoint_and_exits_0(corpus, tmp_path, signum):
     process = launch(corpus, tmp_path, 1, "optim.max_steps=1000", "train.save_every=0", wait=False)
     deadline = time.time() + 240
     while time.time() < deadline and max(_logged_steps(tmp_path), default=0) < 2:
         time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     assert process.wait(timeout=120) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["stopped_early"] and summary["steps"] >= 2
