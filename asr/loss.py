@@ -57,8 +57,7 @@ def _ctc_loss(output: Output, batch: dict, blank: int) -> Tensor:
     per_cut = F.ctc_loss(log_probs, batch["ctc_targets"].to(device), input_lengths.to(device),
                          batch["ctc_lengths"].to(device), blank=blank, reduction="none", zero_infinity=True)
     # Per target token over the whole batch (ESPnet sums per utterance; the attention term here is per
-    # token). Per cut, an empty target would divide by zero; per encoder position (tried first) left
-    # the term about ten times weaker than the attention term, and the encoder sat on CTC's all-blank
-    # plateau for hundreds of steps.
+    # token). Per cut, an empty target would divide by zero; per encoder position (tried first) made
+    # the term about ten times weaker than the attention term for the same weight.
     n_targets = (batch["ctc_lengths"].to(device) * valid).sum()
     return (per_cut * valid).sum() / torch.maximum(n_targets, valid.sum()).clamp(min=1)

@@ -220,8 +220,12 @@ def _tokenizer(config: Config, run_dir: Path, train_cuts: CutSet, rank: int) -> 
         if config.tokenizer.path:
             model = Path(config.tokenizer.path).read_bytes()
         else:
-            model = train_sentencepiece(manifest_texts([train_cuts]), config.tokenizer.vocab_size,
-                                        config.tokenizer.model_type, config.tokenizer.character_coverage)
+            try:
+                model = train_sentencepiece(manifest_texts([train_cuts]), config.tokenizer.vocab_size,
+                                            config.tokenizer.model_type, config.tokenizer.character_coverage)
+            except RuntimeError as e:  # SentencePiece's own check, e.g. fewer pieces than distinct characters
+                raise TrainingError(f"tokenizer.vocab_size={config.tokenizer.vocab_size}: SentencePiece cannot "
+                                    f"build this vocabulary from {', '.join(config.data.train)}: {e}") from None
         partial = path.with_name("tokenizer.model.partial")
         partial.write_bytes(model)
         os.replace(partial, path)

@@ -163,6 +163,13 @@ def test_bad_config_is_one_clear_error(corpus, tmp_path):
     assert "Traceback" not in done.stderr
 
 
+def test_a_vocabulary_too_small_for_the_text_is_one_clear_error(corpus, tmp_path):
+    done = subprocess.run([PYTHON, "-m", "asr.train", str(corpus / "config.yaml"), f"train.output_dir={tmp_path}",
+                           "tokenizer.vocab_size=10"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "asr-train: error: tokenizer.vocab_size=10: SentencePiece" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def _logged_steps(run_dir: Path) -> list[int]:
     log = run_dir / "log.jsonl"
     if not log.exists():
