@@ -9,11 +9,11 @@ Modules, in the order the data flows:
   suppressed tokens, Whisper's timestamp grammar);
 - ``search``: token decoders, ``update`` / ``finalize`` (greedy or sampling, beam search over the KV
   cache), and the ranker that picks one candidate per item;
+- ``greedy``: ``detect``, language and no-speech probabilities from the first decoder step;
 - ``decode``: options, result, language detection, and ``decode``, which wires the strategies and
-  runs the main loop;
-- ``fallback``: ``decode_with_fallback``, re-decoding at higher temperatures the items that fail;
-- ``greedy``: the minimal batched greedy search the trainer validates with (its processes must agree
-  on when to stop, which ``greedy_decode``'s ``all_finished`` hook provides).
+  runs the main loop; ``greedy_decode``, the minimal search the trainer validates with, runs the same
+  loop (its processes must agree on when to stop, which the loop's ``all_finished`` hook provides);
+- ``fallback``: ``decode_with_fallback``, re-decoding at higher temperatures the items that fail.
 """
 
 from asr.decoding.decode import (

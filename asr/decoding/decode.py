@@ -17,6 +17,7 @@ in separate calls, one per group of equal prompt length.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -149,10 +150,13 @@ def strategies(options: DecodingOptions, tokenizer: Tokenizer, sample_begin: int
 
 def main_loop(model: Model, xa: Tensor, audio_mask: Tensor | None, tokens: Tensor, cache: KVCache,
               filters: list[LogitFilter], decoder: TokenDecoder, n_steps: int,
-              sot_index: int, no_speech: int) -> tuple[Tensor, Tensor, Tensor]:
+              sot_index: int, no_speech: int,
+              all_finished: Callable[[bool], bool] = bool) -> tuple[Tensor, Tensor, Tensor]:
     """Generate at most ``n_steps`` tokens per row.
 
     tokens : shape = (n_rows, n_prompt), the prompts; xa and audio_mask have n_rows rows as well
+    all_finished : whether to stop, given whether this process's rows are done; processes that must
+        make the same number of forward calls (ZeRO-3 shards the weights) agree through it
     Returns the tokens, shape = (n_rows, n_prompt + n_generated), their summed log probabilities and
     the no-speech probabilities read at the first step, each of shape (n_rows,).
     """
@@ -166,7 +170,7 @@ def main_loop(model: Model, xa: Tensor, audio_mask: Tensor | None, tokens: Tenso
         for logit_filter in filters:
             logit_filter.apply(logits, tokens)
         tokens, completed = decoder.update(tokens, logits, sum_logprobs)
-        if completed:
+        if all_finished(completed):
             break
         new_tokens = tokens[:, -1:]
     return tokens, sum_logprobs, no_speech_probs
@@ -221,6 +225,31 @@ def decode_features(model: Model, xa: Tensor, audio_mask: Tensor | None, tokeniz
             temperature=options.temperature, compression_ratio=compression_ratio(text),
         ))
     return results
+
+
+@torch.no_grad()
+def greedy_decode(model: Model, xa: Tensor, audio_mask: Tensor | None, prompts: list[list[int]],
+                  tokenizer: Tokenizer, max_tokens: int = 200,
+                  all_finished: Callable[[bool], bool] = bool) -> list[list[int]]:
+    """The most likely next token, step after step, until ``<|endoftext|>`` or ``max_tokens``: the
+    minimal search the trainer validates with (no other filter than keeping special tokens other than
+    timestamps and ``<|endoftext|>`` out of the transcript).
+
+    prompts : one token list per item, all of the same length (e.g. ``tokenizer.sot_sequence(...)``)
+    all_finished : see ``main_loop``
+    Returns the generated tokens per item, without the prompt and without ``<|endoftext|>``.
+    """
+    if len({len(p) for p in prompts}) != 1:
+        raise ValueError("greedy_decode needs prompts of one length; group items by prompt length")
+    n_steps = min(max_tokens, model.dims.n_text_ctx - len(prompts[0]))
+    if n_steps <= 0:
+        return [[] for _ in prompts]
+    tokens = torch.tensor(prompts, dtype=torch.long, device=xa.device)
+    specials = SuppressTokens(range(tokenizer.sot, tokenizer.timestamp_begin))
+    tokens, _, _ = main_loop(model, xa, audio_mask, tokens, model.new_cache(), [specials],
+                             GreedyDecoder(0.0, tokenizer.eot), n_steps, prompts[0].index(tokenizer.sot),
+                             tokenizer.no_speech, all_finished)
+    return [_generated_part(row, len(prompts[0]), tokenizer.eot) for row in tokens.tolist()]
 
 
 def _generated_part(sequence: list[int], sample_begin: int, eot: int) -> list[int]:

@@ -17,7 +17,8 @@ from lhotse import CutSet
 from asr.config import DataConfig
 from asr.data.dataset import MultitaskDataset, make_sampler
 from asr.data.sequence import reference_text
-from asr.decoding.greedy import detect, greedy_decode
+from asr.decoding.decode import greedy_decode
+from asr.decoding.greedy import detect
 from asr.evaluate.metrics import error_rates
 from asr.loss import multitask_loss
 from asr.model import Model

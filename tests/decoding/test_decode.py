@@ -173,3 +173,28 @@ def test_options_are_validated_once():
                 {"max_initial_timestamp": -1.0}, {"suppress_tokens": (-2,)}):
         with pytest.raises(ValueError):
             DecodingOptions(**bad)
+
+
+def test_greedy_decode_keeps_specials_out_and_stops_when_every_process_agrees(tokenizer, scripted):
+    from asr.decoding.decode import greedy_decode
+
+    A, B = words(tokenizer, 2)
+    eot, n_vocab = tokenizer.eot, tokenizer.n_vocab
+    # The special <|translate|> is the likeliest token everywhere; greedy must pass it over.
+    # Item 0 says A then ends; item 1 says B B B ... until the step budget.
+    def script(item, history):
+        generated = history[PROMPT_LEN:]
+        if item == 0 and generated:
+            return scripted.logits_of({eot: 0.9, tokenizer.translate: 0.1}, n_vocab)
+        return scripted.logits_of({tokenizer.translate: 0.6, (A if item == 0 else B): 0.4}, n_vocab)
+
+    model = scripted.Model(n_vocab, script)
+    prompts = [list(tokenizer.sot_sequence("en", "transcribe"))] * 2
+    assert greedy_decode(model, mel(0, 1), None, prompts, tokenizer, max_tokens=5) == [[A], [B] * 5]
+    # A process whose own rows are done keeps stepping while another one's are not.
+    calls = []
+    agree = lambda done: calls.append(done) or len(calls) == 3  # noqa: E731
+    assert greedy_decode(model, mel(0, 0), None, prompts, tokenizer, max_tokens=5, all_finished=agree) == [[A]] * 2
+    assert calls == [False, True, True] and model.batch_sizes[-3:] == [2, 2, 2]
+    with pytest.raises(ValueError, match="one length"):
+        greedy_decode(model, mel(0, 1), None, [prompts[0], prompts[0][:-1]], tokenizer)
