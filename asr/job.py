@@ -83,20 +83,17 @@ class Job:
 
     def needs_training(self) -> bool:
         """Whether the run folder lacks a finished training run of ``optim.max_steps``."""
-        summary = _read_json(self.run_dir / "summary.json")
-        done = (summary is not None and not summary.get("stopped_early")
-                and summary.get("steps", 0) >= self.config.optim.max_steps)
+        done = self._unfinished_steps() is None
         _banner(3, "reused: " + str(self.run_dir) if done else
                 f"vocabulary and model, {self.config.optim.max_steps} steps -> {self.run_dir}")
         return not done
 
     def finish(self) -> int:
-        summary = _read_json(self.run_dir / "summary.json") or {}
-        if summary.get("stopped_early") or summary.get("steps", 0) < self.config.optim.max_steps:
-            print(f"\ntraining stopped at step {summary.get('steps', 0)} of {self.config.optim.max_steps}: "
+        stopped_at = self._unfinished_steps()
+        if stopped_at is not None:
+            print(f"\ntraining stopped at step {stopped_at} of {self.config.optim.max_steps}: "
                   f"run the same command again to continue from {self.run_dir / 'checkpoints'}")
             return 1
-        failed = 0
         with self._stage(4):
             model = self._export()
             evaluations = [self._evaluate(model, Path(test)) for test in self.config.job.test]
@@ -107,6 +104,15 @@ class Job:
                 example = self._example(model, Path(self.config.job.test[0]))
         self._summary(model, [path for path, _ in evaluations], example)
         return 1 if failed else 0
+
+    def _unfinished_steps(self) -> int | None:
+        """The steps trained so far (0 without a summary) while training is unfinished; None once the
+        run folder's summary shows ``optim.max_steps`` trained without an early stop."""
+        summary = _read_json(self.run_dir / "summary.json") or {}
+        steps = summary.get("steps", 0)
+        if summary.get("stopped_early") or steps < self.config.optim.max_steps:
+            return steps
+        return None
 
     # -- stage bodies ------------------------------------------------------------------------------
 
@@ -228,15 +234,13 @@ class Job:
 
 def targets_table(metrics: dict) -> str:
     """The demo's quality targets against ``metrics`` (an asr-eval metrics.json), as Markdown."""
-    from asr.evaluate.compare import HEADLINE, format_headline, headline
-
-    units = {label: (scale, unit) for label, _, scale, unit in HEADLINE}
+    from asr.evaluate.compare import HEADLINE_UNITS, format_headline, headline
 
     lines = ["| metric | value | target | met |", "|---|---|---|---|"]
     for label, value in headline(metrics).items():
         bound, higher = DEMO_TARGETS[label]
         met = value is not None and (value >= bound if higher else value <= bound)
-        scale, unit = units[label]
+        scale, unit = HEADLINE_UNITS[label]
         target = f"{'≥' if higher else '≤'} {bound * scale:g}{unit}"
         lines.append(f"| {label} | {format_headline(label, value)} | {target} | {'yes' if met else 'NO'} |")
     return "\n".join(lines)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from asr.config import ConfigError, load_config
-from asr.job import targets_table
+from asr.job import Job, targets_table
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,6 +39,17 @@ def test_targets_table_marks_each_target():
     assert rows["language ID accuracy"].endswith("| 97.00% | ≥ 98% | NO |")
     assert rows["no-speech F1"].endswith("| 0.96 | ≥ 0.95 | yes |")
     assert rows["timestamp MAE (s)"].endswith("| – | ≤ 0.3 | NO |")  # not measured is not met
+
+
+def test_a_stopped_or_short_run_is_trained_again_and_not_evaluated(tmp_path, capsys):
+    config = load_config(ROOT / "configs" / "demo.yaml", [f"train.output_dir={tmp_path}", "optim.max_steps=10"])
+    assert Job(config).needs_training()  # no summary yet
+    (tmp_path / "summary.json").write_text(json.dumps({"steps": 4, "stopped_early": True}))
+    assert Job(config).needs_training() and Job(config).finish() == 1
+    assert "training stopped at step 4 of 10" in capsys.readouterr().out
+    (tmp_path / "summary.json").write_text(json.dumps({"steps": 10, "stopped_early": False}))
+    assert not Job(config).needs_training()
+    assert "training -- reused" in capsys.readouterr().out
 
 
 TINY = [

@@ -78,6 +78,9 @@ HEADLINE = (
 )
 
 
+HEADLINE_UNITS = {label: (scale, unit) for label, _, scale, unit in HEADLINE}
+
+
 def headline(metrics: dict) -> dict[str, float | None]:
     """The HEADLINE figures of an asr-eval metrics.json by label (None where not measured)."""
     flat = flatten(metrics)
@@ -87,7 +90,7 @@ def headline(metrics: dict) -> dict[str, float | None]:
 
 
 def format_headline(label: str, value: float | None) -> str:
-    scale, unit = next((s, u) for name, _, s, u in HEADLINE if name == label)
+    scale, unit = HEADLINE_UNITS[label]
     return "–" if value is None else f"{value * scale:.2f}{unit}"
 
 
