@@ -58,6 +58,9 @@ class Output(NamedTuple):
     audio_lengths: Tensor | None  # (batch,) valid encoder positions; None when nothing is padded
 
 
+FEATURE_RMS = 0.4  # RMS of Whisper's normalised log-mel features of speech: ~0.5 clean, ~0.3 in noise
+
+
 def sinusoids(length: int, channels: int, max_timescale: float = 10000) -> Tensor:
     """Whisper's sinusoidal position embedding, shape = (length, channels)."""
     assert channels % 2 == 0
@@ -285,11 +288,23 @@ class Model(nn.Module):
         return self.dims.n_ctc_vocab or self.dims.n_vocab
 
     def reset_parameters(self) -> None:
-        """Small embeddings, since the output projection is tied to the token embedding."""
+        """A from-scratch start: small embeddings, since the output projection is tied to the token
+        embedding, and a convolution stem whose output is as large as the positional embedding it is
+        added to.
+
+        With PyTorch's default convolution init the stem's output on Whisper's log-mel features (RMS
+        0.3 to 0.5) has an RMS near 0.02 against the sinusoids' 0.7, so the first layer norm sees little
+        but position and the encoder takes far longer to start hearing (measured on the demo corpus:
+        CTC character error still 1.0 after 620 steps, 0.65 with the stem 20 times larger).
+        """
         if self.decoder.token_embedding.weight.device.type == "meta":
             return
         nn.init.normal_(self.decoder.token_embedding.weight, std=0.02)
         nn.init.normal_(self.decoder.positional_embedding, std=0.01)
+        for conv, input_rms in ((self.encoder.conv1, FEATURE_RMS), (self.encoder.conv2, 1.0)):
+            # He init for a unit-RMS input, GELU counted as ReLU; conv1's input is the features
+            nn.init.normal_(conv.weight, std=(2.0 / (conv.in_channels * conv.kernel_size[0])) ** 0.5 / input_rms)
+            nn.init.zeros_(conv.bias)
 
     def set_activation_checkpointing(self, enabled: bool) -> None:
         """Recompute each block's activations in the backward pass: less memory, about a third more compute."""

@@ -238,3 +238,23 @@ def test_ctc_head_over_the_text_pieces_puts_the_blank_after_them():
     out = model(torch.randn(1, 16, 20), torch.zeros(1, 3, dtype=torch.long))
     assert out.ctc_logits.shape == (1, 10, 61) and out.logits.shape[-1] == 100
     assert Model(small_dims(ctc_head=True)).ctc_blank == 100  # without n_ctc_vocab: after the whole vocabulary
+
+
+def test_fresh_stem_output_is_as_large_as_the_positional_embedding():
+    """On real speech features a from-scratch stem must not be drowned by the sinusoids it is added to
+    (PyTorch's default init left it about 30 times smaller, and the encoder slow to start hearing)."""
+    from asr.audio import log_mel_spectrogram_batch
+    from asr.data.synth import synthesize
+    from asr.model import FEATURE_RMS
+
+    speech = [synthesize("The cook greets the neighbour in the garden.", "en"),
+              synthesize("Сегодня мальчик смотрит на ребёнка на кухне.", "ru", pitch=30)]
+    mel, n_frames = log_mel_spectrogram_batch(speech)
+    valid = (torch.arange(mel.shape[-1]) < n_frames[:, None])[:, None, :].expand_as(mel)
+    assert 0.5 * FEATURE_RMS <= mel[valid].pow(2).mean().sqrt().item() <= 1.5 * FEATURE_RMS
+    torch.manual_seed(0)
+    encoder = Model(small_dims(n_mels=80, n_audio_ctx=1500, n_audio_state=256)).encoder
+    with torch.no_grad():
+        stem = torch.nn.functional.gelu(encoder.conv2(torch.nn.functional.gelu(encoder.conv1(mel))))
+    ratio = stem.pow(2).mean().sqrt() / encoder.positional_embedding.pow(2).mean().sqrt()
+    assert 0.5 <= ratio.item() <= 2.0
