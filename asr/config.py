@@ -113,6 +113,17 @@ class OptimConfig:
     grad_clip: float = 1.0
     label_smoothing: float = 0.1
     ctc_weight: float = 0.0  # 0 disables the CTC loss
+    # The first this many steps train the CTC loss alone (weight 1), so that a from-scratch encoder
+    # learns to hear before the decoder can lean on the text it has learnt; then ctc_weight.
+    ctc_only_steps: int = 0
+
+    def __post_init__(self):
+        if not 0.0 <= self.ctc_weight <= 1.0:
+            raise ValueError(f"ctc_weight must be in [0, 1], got {self.ctc_weight}")
+        if self.ctc_only_steps < 0:
+            raise ValueError(f"ctc_only_steps must be at least 0, got {self.ctc_only_steps}")
+        if self.ctc_only_steps and self.ctc_weight == 0:
+            raise ValueError("ctc_only_steps needs the CTC loss: set ctc_weight above 0 (and model.ctc_head)")
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from lhotse import CutSet
 from lhotse.manipulation import combine
 
 from asr import checkpoint
-from asr.config import CONFIG_DIR, Config, load_config, save_config, to_dict
+from asr.config import CONFIG_DIR, Config, OptimConfig, load_config, save_config, to_dict
 from asr.data.dataset import (MultitaskDataset, balance_languages, make_loader, make_sampler, open_cuts,
                               subsample_nospeech)
 from asr.data.sequence import manifest_texts
@@ -50,6 +50,11 @@ from asr.tokenizer import Tokenizer, train_sentencepiece
 
 class TrainingError(RuntimeError):
     """The run cannot go on; the message says why and what to change."""
+
+
+def ctc_weight_at(step: int, optim: OptimConfig) -> float:
+    """The CTC loss's weight at ``step``: 1 for the first ``optim.ctc_only_steps``, then ``optim.ctc_weight``."""
+    return 1.0 if step < optim.ctc_only_steps else optim.ctc_weight
 
 
 def lr_factor(step: int, warmup_steps: int, max_steps: int, schedule: str) -> float:
@@ -327,8 +332,8 @@ def _train_on(run: Run, batch: dict, window: "_Window") -> bool:
     device = run.device
     try:
         output = run.engine(batch["mel"].to(device), batch["tokens"].to(device), batch["n_frames"].to(device))
-        loss = multitask_loss(output, batch, run.config.optim.label_smoothing, run.config.optim.ctc_weight,
-                              run.engine.module.ctc_blank)
+        loss = multitask_loss(output, batch, run.config.optim.label_smoothing,
+                              ctc_weight_at(run.state.step, run.config.optim), run.engine.module.ctc_blank)
     except torch.OutOfMemoryError:
         raise TrainingError(
             f"out of memory on a batch of {batch['audio_seconds']:.0f} s of audio: lower data.max_duration "

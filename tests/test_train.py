@@ -16,7 +16,7 @@ from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
 
 from asr.checkpoint import export, load, read_tag
 from asr.evaluate.validation import validate
-from asr.train import _RankShare, lr_factor
+from asr.train import _RankShare, ctc_weight_at, lr_factor
 
 PYTHON = sys.executable
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
@@ -88,6 +88,18 @@ def test_lr_schedule():
     assert lr_factor(10, 4, 10, "linear") == 0.0 and lr_factor(20, 4, 10, "linear") == 0.0
     assert lr_factor(7, 4, 10, "cosine") == pytest.approx(0.5)
     assert lr_factor(9, 4, 10, "constant") == 1.0
+
+
+def test_ctc_weight_is_one_for_the_ctc_only_steps_then_the_configured_weight():
+    from asr.config import OptimConfig
+
+    optim = OptimConfig(ctc_weight=0.3, ctc_only_steps=3)
+    assert [ctc_weight_at(s, optim) for s in range(5)] == [1.0, 1.0, 1.0, 0.3, 0.3]
+    assert ctc_weight_at(0, OptimConfig(ctc_weight=0.3)) == 0.3
+    with pytest.raises(ValueError, match="ctc_only_steps needs the CTC loss"):
+        OptimConfig(ctc_only_steps=10)
+    with pytest.raises(ValueError, match="ctc_weight must be in"):
+        OptimConfig(ctc_weight=1.5)
 
 
 def test_rank_share_gives_each_rank_its_batches_of_one_stream():
