@@ -15,6 +15,8 @@ def model(tokenizer) -> Model:
                      n_vocab=tokenizer.n_vocab, n_text_ctx=32, n_text_state=32, n_text_head=2, n_text_layer=1)
     model = Model(dims).eval()
     nn.init.normal_(model.decoder.token_embedding.weight, std=1.0)  # spread the logits: no near ties
+    for block in model.decoder.blocks:  # and let the audio move them, so that items decode differently
+        nn.init.normal_(block.cross_attn.out.weight, std=1.0)
     return model
 
 
