@@ -302,8 +302,10 @@ class Model(nn.Module):
         nn.init.normal_(self.decoder.token_embedding.weight, std=0.02)
         nn.init.normal_(self.decoder.positional_embedding, std=0.01)
         for conv, input_rms in ((self.encoder.conv1, FEATURE_RMS), (self.encoder.conv2, 1.0)):
-            # He init for a unit-RMS input, GELU counted as ReLU; conv1's input is the features
-            nn.init.normal_(conv.weight, std=(2.0 / (conv.in_channels * conv.kernel_size[0])) ** 0.5 / input_rms)
+            # He init (GELU counted as ReLU), which assumes a unit-RMS input; conv1's input is the features
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+            with torch.no_grad():
+                conv.weight.div_(input_rms)
             nn.init.zeros_(conv.bias)
 
     def set_activation_checkpointing(self, enabled: bool) -> None:
