@@ -49,6 +49,9 @@ class ModelConfig:
     n_text_head: int = 6
     n_text_layer: int = 4
     ctc_head: bool = False  # a linear CTC head on the encoder output (joint CTC/attention training)
+    # Mel frames per encoder position: 2 is Whisper's (50 per second); 4 (25 per second) halves the
+    # encoder's work; with it, n_audio_ctx 750 covers 30 s.
+    audio_stride: int = 2
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,10 @@
 The parameter names are Whisper's, so an OpenAI checkpoint's ``model_state_dict`` loads as it is.
 What differs from Whisper's own module:
 
-- the encoder takes any number of frames up to ``2 * n_audio_ctx`` plus each utterance's true length,
-  and masks the padding, so a batch of 3 s clips costs 3 s of encoder work rather than 30 s;
+- the encoder takes any number of frames up to ``audio_stride * n_audio_ctx`` plus each utterance's true
+  length, and masks the padding, so a batch of 3 s clips costs 3 s of encoder work rather than 30 s;
+- ``audio_stride`` 4 strides the first convolution as well: 25 encoder positions per second instead
+  of Whisper's 50, a quarter of the self-attention and half of the rest of the encoder's work;
 - attention runs through ``F.scaled_dot_product_attention`` (flash kernels on a GPU);
 - the key/value cache for incremental decoding is an explicit object rather than forward hooks;
 - an optional linear CTC head on the encoder output, for joint CTC/attention training.
@@ -41,10 +43,17 @@ class ModelDims:
     n_text_layer: int
     ctc_head: bool = False  # adds a CTC projection over n_ctc_vocab + 1 classes; the blank is the last
     n_ctc_vocab: int = 0  # CTC classes before the blank: the first ids (the text pieces); 0: all n_vocab
+    # Mel frames (10 ms) per encoder position: 2 is Whisper's (50 per second); 4 strides the first
+    # convolution too (25 per second). Timestamp tokens stay on their 20 ms grid either way.
+    audio_stride: int = 2
+
+    def __post_init__(self):
+        if self.audio_stride not in AUDIO_STRIDES:
+            raise ValueError(f"audio_stride is {self.audio_stride}; it must be one of {AUDIO_STRIDES}")
 
     @classmethod
     def from_dict(cls, dims: dict) -> "ModelDims":
-        """From a checkpoint's ``dims`` (ours or OpenAI's, which lacks ``ctc_head``)."""
+        """From a checkpoint's ``dims`` (ours or OpenAI's, which lacks ``ctc_head`` and ``audio_stride``)."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(dims) - names
         if unknown:
@@ -58,6 +67,7 @@ class Output(NamedTuple):
     audio_lengths: Tensor | None  # (batch,) valid encoder positions; None when nothing is padded
 
 
+AUDIO_STRIDES = (2, 4)  # mel frames per encoder position that the convolution stem can give
 FEATURE_RMS = 0.4  # RMS of Whisper's normalised log-mel features of speech: ~0.5 clean, ~0.3 in noise
 
 
@@ -70,9 +80,10 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000) -> Tenso
     return torch.cat([torch.sin(scaled_time), torch.cos(scaled_time)], dim=1)
 
 
-def encoder_lengths(n_frames: Tensor) -> Tensor:
-    """Encoder positions per utterance: the second convolution halves the mel frames, rounding up."""
-    return (n_frames + 1) // 2
+def encoder_lengths(n_frames: Tensor, audio_stride: int = 2) -> Tensor:
+    """Encoder positions per utterance: the strided convolutions divide the mel frames by ``audio_stride``,
+    rounding up (each stride-2 convolution rounds up, and ceil(ceil(n / 2) / 2) = ceil(n / 4))."""
+    return (n_frames + audio_stride - 1) // audio_stride
 
 
 class LayerNorm(nn.LayerNorm):
@@ -180,9 +191,10 @@ class ResidualAttentionBlock(nn.Module):
 
 
 class AudioEncoder(nn.Module):
-    def __init__(self, n_mels: int, n_ctx: int, n_state: int, n_head: int, n_layer: int):
+    def __init__(self, n_mels: int, n_ctx: int, n_state: int, n_head: int, n_layer: int, stride: int = 2):
         super().__init__()
-        self.conv1 = nn.Conv1d(n_mels, n_state, kernel_size=3, padding=1)
+        self.stride = stride  # mel frames per position: conv2 halves them, and conv1 too for 4
+        self.conv1 = nn.Conv1d(n_mels, n_state, kernel_size=3, stride=stride // 2, padding=1)
         self.conv2 = nn.Conv1d(n_state, n_state, kernel_size=3, stride=2, padding=1)
         self.register_buffer("positional_embedding", sinusoids(n_ctx, n_state))
         self.blocks = nn.ModuleList([ResidualAttentionBlock(n_state, n_head) for _ in range(n_layer)])
@@ -191,17 +203,17 @@ class AudioEncoder(nn.Module):
 
     def forward(self, mel: Tensor, n_frames: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """
-        mel : shape = (batch, n_mels, n_frames_max), at most 2 * n_audio_ctx frames; frames past an
+        mel : shape = (batch, n_mels, n_frames_max), at most stride * n_audio_ctx frames; frames past an
             utterance's length must be 0 (what asr.audio's batched features give)
         n_frames : shape = (batch,), each utterance's valid frames; None when none is padded
 
-        Returns the encoded audio, shape = (batch, ceil(n_frames_max / 2), n_state), and its boolean
-        mask, shape = (batch, ceil(n_frames_max / 2)), True at valid positions (None when none is padded).
+        Returns the encoded audio, shape = (batch, ceil(n_frames_max / stride), n_state), and its boolean
+        mask, shape = (batch, ceil(n_frames_max / stride)), True at valid positions (None when none is padded).
         """
-        max_frames = mel.shape[-1]
-        if max_frames > 2 * self.positional_embedding.shape[0]:
-            raise ValueError(f"{max_frames} mel frames exceed the encoder's "
-                             f"{2 * self.positional_embedding.shape[0]} ({self.positional_embedding.shape[0]} positions)")
+        max_frames, n_ctx = mel.shape[-1], self.positional_embedding.shape[0]
+        if max_frames > self.stride * n_ctx:
+            raise ValueError(f"{max_frames} mel frames exceed the encoder's {self.stride * n_ctx} "
+                             f"({n_ctx} positions of {self.stride} frames)")
         if n_frames is not None and bool((n_frames >= max_frames).all()):
             n_frames = None
         x = F.gelu(self.conv1(mel.to(self.conv1.weight.dtype)))  # features are float32; weights may be bf16
@@ -209,12 +221,13 @@ class AudioEncoder(nn.Module):
         if n_frames is not None:
             # Zero past each utterance's end, as the single utterance's zero padding would be, so the
             # strided convolution's last output is the same whatever the batch's longest clip.
-            frame_mask = torch.arange(max_frames, device=mel.device) < n_frames.to(mel.device)[:, None]
+            conv1_lengths = encoder_lengths(n_frames.to(mel.device), self.stride // 2)
+            frame_mask = torch.arange(x.shape[-1], device=mel.device) < conv1_lengths[:, None]
             x = x * frame_mask[:, None, :].to(x.dtype)
         x = F.gelu(self.conv2(x)).permute(0, 2, 1)
         if n_frames is not None:
             positions = torch.arange(x.shape[1], device=x.device)
-            mask = positions < encoder_lengths(n_frames.to(x.device))[:, None]
+            mask = positions < encoder_lengths(n_frames.to(x.device), self.stride)[:, None]
         x = x + self.positional_embedding[: x.shape[1]].to(x.dtype)
         attn_mask = None if mask is None else mask[:, None, None, :]
         for block in self.blocks:
@@ -274,7 +287,7 @@ class Model(nn.Module):
         super().__init__()
         self.dims = dims
         self.encoder = AudioEncoder(dims.n_mels, dims.n_audio_ctx, dims.n_audio_state,
-                                    dims.n_audio_head, dims.n_audio_layer)
+                                    dims.n_audio_head, dims.n_audio_layer, dims.audio_stride)
         self.decoder = TextDecoder(dims.n_vocab, dims.n_text_ctx, dims.n_text_state,
                                    dims.n_text_head, dims.n_text_layer)
         self.ctc = nn.Linear(dims.n_audio_state, self.ctc_blank + 1) if dims.ctc_head else None

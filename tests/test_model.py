@@ -108,9 +108,35 @@ def test_short_batch_is_not_padded_to_30_seconds(model):
     assert out.audio_lengths.tolist() == [20, 16, 4]
 
 
-def test_padded_batch_equals_each_utterance_alone(model):
+def test_stride_4_encoder_has_25_positions_per_second():
+    torch.manual_seed(0)
+    model = Model(small_dims(ctc_head=True, audio_stride=4, n_audio_ctx=16)).eval()
+    mel = torch.randn(3, 16, 64)
+    n_frames = torch.tensor([64, 31, 5])
+    out = model(mel * (torch.arange(64) < n_frames[:, None, None]), torch.randint(0, 100, (3, 5)), n_frames)
+    assert out.ctc_logits.shape == (3, 16, 101)  # 64 frames (0.64 s) -> 16 positions
+    assert out.audio_lengths.tolist() == [16, 8, 2]  # ceil(n / 4)
+    with pytest.raises(ValueError, match="65 mel frames exceed the encoder's 64 .16 positions of 4 frames"):
+        model.encode(torch.randn(1, 16, 65))
+    with pytest.raises(ValueError, match="audio_stride is 3"):
+        small_dims(audio_stride=3)
+
+
+def test_encoder_lengths_round_up_like_the_convolutions():
+    n = torch.arange(1, 40)
+    for stride, convs in ((2, 1), (4, 2)):
+        lengths = n
+        for _ in range(convs):  # each stride-2 convolution (kernel 3, padding 1) gives ceil(L / 2)
+            lengths = (lengths - 1) // 2 + 1
+        assert torch.equal(encoder_lengths(n, stride), lengths)
+
+
+@pytest.mark.parametrize("stride", [2, 4])
+def test_padded_batch_equals_each_utterance_alone(stride):
+    torch.manual_seed(0)
+    model = Model(small_dims(ctc_head=True, audio_stride=stride)).eval()
     torch.manual_seed(1)
-    lengths = [40, 31, 8]
+    lengths = [40, 31, 9]
     mels = [torch.randn(16, n) for n in lengths]
     batch = torch.zeros(3, 16, 40)
     for i, m in enumerate(mels):
@@ -121,7 +147,8 @@ def test_padded_batch_equals_each_utterance_alone(model):
         for i, m in enumerate(mels):
             alone = model(m[None], tokens[i: i + 1])
             assert torch.allclose(out.logits[i], alone.logits[0], atol=1e-5)
-            valid = encoder_lengths(torch.tensor(lengths[i]))
+            valid = encoder_lengths(torch.tensor(lengths[i]), stride)
+            assert alone.ctc_logits.shape[1] == valid
             assert torch.allclose(out.ctc_logits[i, :valid], alone.ctc_logits[0], atol=1e-5)
 
 

@@ -71,7 +71,7 @@ class TranscribeOptions:
 
 def window_frames(model: Model) -> int:
     """Mel frames per window: 30 s (3000), or fewer for an encoder with fewer positions."""
-    return min(N_FRAMES, 2 * model.dims.n_audio_ctx)
+    return min(N_FRAMES, model.dims.audio_stride * model.dims.n_audio_ctx)
 
 
 # ---------------------------------------------------------------------------------------------------

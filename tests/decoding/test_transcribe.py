@@ -17,7 +17,7 @@ from asr.model import Model, ModelDims
 
 N_MELS = 16
 # Stands in for a model where only its dims are read: 30 s windows, 32 decoder positions.
-DIMS_ONLY = SimpleNamespace(dims=SimpleNamespace(n_mels=N_MELS, n_audio_ctx=1500, n_text_ctx=32))
+DIMS_ONLY = SimpleNamespace(dims=SimpleNamespace(n_mels=N_MELS, n_audio_ctx=1500, audio_stride=2, n_text_ctx=32))
 
 
 def noise(seconds: float, seed: int = 0, amplitude: float = 0.1) -> np.ndarray:
