@@ -2,8 +2,9 @@
 
 Units: audio is mono float32 in [-1, 1] at ``SAMPLE_RATE`` (16 kHz), so one sample is 1/16000 s.
 A mel frame is one STFT column: a 25 ms window (``N_FFT`` samples) every 10 ms (``HOP_LENGTH``
-samples), so a clip of ``n`` samples has ``n // HOP_LENGTH`` frames, 100 per second. The encoder's
-stride-2 convolution halves that to 50 positions per second, one per 20 ms timestamp token.
+samples), so a clip of ``n`` samples has ``n // HOP_LENGTH`` frames, 100 per second. Whisper's encoder
+(``audio_stride`` 2) halves that to 50 positions per second, one per 20 ms timestamp token; at
+``audio_stride`` 4 it has 25 per second, and the timestamp tokens keep their 20 ms grid.
 
 ``log_mel_spectrogram`` reproduces ``whisper.audio.log_mel_spectrogram`` exactly.
 ``log_mel_spectrogram_batch`` gives each utterance the features it would have alone; Whisper's
@@ -31,8 +32,8 @@ CHUNK_LENGTH = 30  # seconds in one Whisper input window
 N_SAMPLES = CHUNK_LENGTH * SAMPLE_RATE  # 480000 samples in a 30 s chunk
 N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000 mel frames in a 30 s chunk
 FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 mel frames per second
-N_SAMPLES_PER_TOKEN = HOP_LENGTH * 2  # 320 samples (20 ms) per encoder position
-TOKENS_PER_SECOND = SAMPLE_RATE // N_SAMPLES_PER_TOKEN  # 50 encoder positions per second
+N_SAMPLES_PER_TOKEN = HOP_LENGTH * 2  # 320 samples (20 ms) per encoder position at Whisper's stride
+TOKENS_PER_SECOND = SAMPLE_RATE // N_SAMPLES_PER_TOKEN  # 50 encoder positions per second at Whisper's stride
 
 # Resampling filter: libswresample's defaults (filter_size 32, cutoff 0.97, Kaiser beta 9), because
 # Whisper's own loader is `ffmpeg -ar 16000`. Against ffmpeg's 44.1 -> 16 kHz conversion of jfk.flac

@@ -40,10 +40,11 @@ from asr.audio import FRAMES_PER_SECOND, N_FRAMES, N_SAMPLES, AudioError, load_a
 from asr.decoding.decode import DecodingOptions, DecodingResult
 from asr.decoding.fallback import TEMPERATURES, decode_with_fallback
 from asr.model import Model
-from asr.tokenizer import Tokenizer
+from asr.tokenizer import TIME_PRECISION, Tokenizer
 
 SILENCE_PEAK = 1e-4  # peak amplitude (full scale 1.0) below which a recording is silence, not decoded
-FRAMES_PER_TIMESTAMP = 2  # mel frames per timestamp step (20 ms): the encoder's stride
+FRAMES_PER_TIMESTAMP = round(TIME_PRECISION * FRAMES_PER_SECOND)  # 2 mel frames per 20 ms timestamp step,
+# whatever the encoder's audio_stride
 HIGH_TEMPERATURE = 0.5  # a window decoded hotter than this does not prompt the next one (Whisper's rule)
 
 
