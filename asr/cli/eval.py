@@ -30,12 +30,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("eval"))
     parser.add_argument("--run", type=Path, help="a run folder whose training curves go into the report")
     parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--beam_size", type=int, default=None)
+    parser.add_argument("--beam_size", type=int, default=None, help="beams; default: greedy search")
+    parser.add_argument("--ctc_weight", type=float, default=None,
+                        help="joint CTC/attention decoding of transcripts: the CTC head's weight in [0, 1); "
+                             "default: asr.decoding.ctc.DEFAULT_WEIGHT with a CTC head, else 0")
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
     args = parser.parse_args(argv)
 
     from asr.data.dataset import open_cuts
     from asr.decoding import DecodingOptions
+    from asr.decoding.ctc import default_weight
     from asr.evaluate.evaluate import evaluate_cuts
     from asr.evaluate.report import write_report
 
@@ -44,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         if tokenizer is None:
             raise CheckpointError(f"{args.model}: an OpenAI checkpoint carries no tokenizer of this project")
         cuts = open_cuts(args.manifest)
-        options = DecodingOptions(without_timestamps=True, beam_size=args.beam_size)
+        ctc_weight = default_weight(model) if args.ctc_weight is None else args.ctc_weight
+        options = DecodingOptions(without_timestamps=True, beam_size=args.beam_size, ctc_weight=ctc_weight)
         trained_unpadded = config is not None and not config.features.pad_to_30s
         metrics, hyps = evaluate_cuts(model, tokenizer, cuts, args.tasks.split(","), args.batch_size, options,
                                       progress=True, mask_padding=trained_unpadded)

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from asr.checkpoint import CheckpointError, load
 from asr.decoding import DecodingOptions
+from asr.decoding.ctc import DEFAULT_WEIGHT, default_weight
 from asr.decoding.transcribe import TranscribeOptions, transcribe_many
 from asr.decoding.writers import FORMATS, get_writer
 from asr.tokenizer import LANGUAGES, TASKS
@@ -36,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
             known = ", ".join(loaded.tokenizer.specials.languages)
             raise ValueError(f"--language {args.language}: this model knows {known}")
         options = transcribe_options(args, mask_padding=loaded.config is not None
-                                     and not loaded.config.features.pad_to_30s)
+                                     and not loaded.config.features.pad_to_30s,
+                                     ctc_weight=default_weight(loaded.model))
     except (CheckpointError, ValueError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
@@ -54,13 +56,17 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-def transcribe_options(args: argparse.Namespace, mask_padding: bool = False) -> TranscribeOptions:
-    """The library's options from the parsed flags; raises ValueError for inconsistent ones."""
+def transcribe_options(args: argparse.Namespace, mask_padding: bool = False,
+                       ctc_weight: float = 0.0) -> TranscribeOptions:
+    """The library's options from the parsed flags; raises ValueError for inconsistent ones.
+
+    ctc_weight : the weight when the flag leaves it unset (``--ctc_weight None``)"""
     decoding = DecodingOptions(
         task=args.task, language=None if args.language == "auto" else args.language,
         beam_size=args.beam_size, best_of=args.best_of or 1, patience=args.patience,
         length_penalty=args.length_penalty, suppress_tokens=args.suppress_tokens,
         without_timestamps=args.without_timestamps,
+        ctc_weight=ctc_weight if args.ctc_weight is None else args.ctc_weight,
     )
     return TranscribeOptions(
         decoding=decoding, temperatures=temperatures(args.temperature, args.temperature_increment_on_fallback),
@@ -117,6 +123,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--best_of", type=_optional(int), default=5, help="samples per window at temperature > 0")
     p.add_argument("--beam_size", type=_optional(int), default=5, help="beams at temperature 0; None: greedy")
     p.add_argument("--patience", type=float, default=1.0, help="beam search patience (arXiv:2204.05424)")
+    p.add_argument("--ctc_weight", type=_optional(float), default=None,
+                   help=f"joint CTC/attention decoding: the CTC head's weight in [0, 1), 0: the decoder alone; "
+                        f"None: {DEFAULT_WEIGHT} for a model with a CTC head, else 0 (transcription only)")
     p.add_argument("--length_penalty", type=_optional(float), default=None,
                    help="alpha of Google NMT's length penalty; default: divide by the length")
     p.add_argument("--suppress_tokens", default="-1",

@@ -9,6 +9,8 @@ Modules, in the order the data flows:
   suppressed tokens, Whisper's timestamp grammar);
 - ``search``: token decoders, ``update`` / ``finalize`` (greedy or sampling, beam search over the KV
   cache), and the ranker that picks one candidate per item;
+- ``ctc``: joint CTC/attention decoding, the CTC head's prefix scores added to the decoder's (the
+  default for a model with a CTC head: it stops the loops a weakly trained decoder falls into);
 - ``greedy``: ``detect``, language and no-speech probabilities from the first decoder step;
 - ``decode``: options, result, language detection, and ``decode``, which wires the strategies and
   runs the main loop; ``greedy_decode``, the minimal search the trainer validates with, runs the same

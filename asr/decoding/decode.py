@@ -21,8 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from asr.decoding.ctc import CTCPrefixScorer, ctc_log_probs
 from asr.decoding.filters import ApplyTimestampRules, LogitFilter, SuppressBlank, SuppressTokens, suppressed_tokens
 from asr.decoding.greedy import detect
 from asr.decoding.search import BeamSearchDecoder, GreedyDecoder, MaximumLikelihoodRanker, TokenDecoder
@@ -50,6 +52,10 @@ class DecodingOptions:
     without_timestamps: bool = False  # prompt with <|notimestamps|>: text tokens only
     max_initial_timestamp: float | None = 1.0  # seconds; the first timestamp's upper bound (None: any)
     suppress_blank: bool = True  # no blank or <|endoftext|> as the first token
+    # Joint CTC/attention decoding (asr.decoding.ctc): the CTC head's prefix scores get this weight,
+    # the decoder's 1 - weight; 0: the decoder alone. Transcription only: the CTC head hears the
+    # spoken words, not their translation, so translation decodes with the decoder alone.
+    ctc_weight: float = 0.0
     # Text ids never generated; -1 stands for asr.decoding.filters.non_speech_tokens. Also accepted as
     # Whisper's string "-1" or "-1,220". Special tokens other than eot and timestamps are always suppressed.
     suppress_tokens: tuple[int, ...] | str | None = (-1,)
@@ -75,6 +81,8 @@ class DecodingOptions:
             raise ValueError(f"beam_size ({self.beam_size}) and patience ({self.patience}) leave no candidates")
         if self.length_penalty is not None and not 0 <= self.length_penalty <= 1:
             raise ValueError(f"length_penalty (alpha) must be in [0, 1], got {self.length_penalty}")
+        if not 0.0 <= self.ctc_weight < 1.0:
+            raise ValueError(f"ctc_weight must be in [0, 1), got {self.ctc_weight}")
         if self.max_initial_timestamp is not None and self.max_initial_timestamp < 0:
             raise ValueError(f"max_initial_timestamp must be >= 0, got {self.max_initial_timestamp}")
         if any(t < -1 for t in self.suppress_tokens):
@@ -151,10 +159,12 @@ def strategies(options: DecodingOptions, tokenizer: Tokenizer, sample_begin: int
 def main_loop(model: Model, xa: Tensor, audio_mask: Tensor | None, tokens: Tensor, cache: KVCache,
               filters: list[LogitFilter], decoder: TokenDecoder, n_steps: int,
               sot_index: int, no_speech: int,
-              all_finished: Callable[[bool], bool] = bool) -> tuple[Tensor, Tensor, Tensor]:
+              all_finished: Callable[[bool], bool] = bool,
+              ctc: CTCPrefixScorer | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Generate at most ``n_steps`` tokens per row.
 
     tokens : shape = (n_rows, n_prompt), the prompts; xa and audio_mask have n_rows rows as well
+    ctc : joint CTC/attention scoring; the decoder then chooses by, and sums, the joint scores
     all_finished : whether to stop, given whether this process's rows are done; processes that must
         make the same number of forward calls (ZeRO-3 shards the weights) agree through it
     Returns the tokens, shape = (n_rows, n_prompt + n_generated), their summed log probabilities and
@@ -169,7 +179,10 @@ def main_loop(model: Model, xa: Tensor, audio_mask: Tensor | None, tokens: Tenso
         logits = logits[:, -1]
         for logit_filter in filters:
             logit_filter.apply(logits, tokens)
-        tokens, completed = decoder.update(tokens, logits, sum_logprobs)
+        scores = F.log_softmax(logits.float(), dim=-1)
+        if ctc is not None:
+            scores = ctc.score(tokens, scores)
+        tokens, completed = decoder.update(tokens, scores, sum_logprobs)
         if all_finished(completed):
             break
         new_tokens = tokens[:, -1:]
@@ -205,13 +218,16 @@ def decode_features(model: Model, xa: Tensor, audio_mask: Tensor | None, tokeniz
     n_steps = min(options.sample_len or n_text_ctx // 2, n_text_ctx - sample_begin)
 
     # One row per beam or sample, item after item.
+    ctc_xa, ctc_mask = xa, audio_mask
     tokens = torch.tensor(prompts, device=xa.device).repeat_interleave(n_group, dim=0)
     xa = xa.repeat_interleave(n_group, dim=0)
     audio_mask = None if audio_mask is None else audio_mask.repeat_interleave(n_group, dim=0)
     cache = model.new_cache()
     filters, decoder, ranker = strategies(options, tokenizer, sample_begin, cache, generator)
+    ctc = joint_ctc(model, ctc_xa, ctc_mask, options, n_group, sample_begin, tokenizer.eot)
     tokens, sum_logprobs, no_speech_probs = main_loop(model, xa, audio_mask, tokens, cache, filters, decoder,
-                                                      n_steps, prompts[0].index(tokenizer.sot), tokenizer.no_speech)
+                                                      n_steps, prompts[0].index(tokenizer.sot), tokenizer.no_speech,
+                                                      ctc=ctc)
 
     candidates, scores = decoder.finalize(tokens.view(batch, n_group, -1), sum_logprobs.view(batch, n_group))
     generated = [[_generated_part(c, sample_begin, tokenizer.eot) for c in group] for group in candidates]
@@ -225,6 +241,17 @@ def decode_features(model: Model, xa: Tensor, audio_mask: Tensor | None, tokeniz
             temperature=options.temperature, compression_ratio=compression_ratio(text),
         ))
     return results
+
+
+def joint_ctc(model: Model, xa: Tensor, audio_mask: Tensor | None, options: DecodingOptions, n_group: int,
+              sample_begin: int, eot: int) -> CTCPrefixScorer | None:
+    """The CTC prefix scorer ``options`` ask for (None: the decoder alone); xa : shape = (batch, ...)."""
+    if options.ctc_weight == 0 or options.task != "transcribe":
+        return None
+    if model.ctc is None:
+        raise ValueError("ctc_weight > 0 needs a model with a CTC head (ModelDims.ctc_head)")
+    log_probs, lengths = ctc_log_probs(model.ctc_logits(xa), audio_mask)
+    return CTCPrefixScorer(log_probs, lengths, n_group, sample_begin, eot, options.ctc_weight)
 
 
 @torch.no_grad()

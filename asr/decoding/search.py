@@ -3,7 +3,7 @@
 A decoder's rows come in groups, one group of ``n_group`` rows per audio item (beams, or best-of-n
 samples), item after item. A decoder is used for one ``decode`` call:
 
-    tokens, completed = decoder.update(tokens, logits, sum_logprobs)   # step after step
+    tokens, completed = decoder.update(tokens, logprobs, sum_logprobs)   # step after step
     candidates, scores = decoder.finalize(tokens, sum_logprobs)         # then the candidates per item
 """
 
@@ -12,18 +12,18 @@ from __future__ import annotations
 from typing import Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from asr.model import KVCache
 
 
 class TokenDecoder(Protocol):
-    def update(self, tokens: Tensor, logits: Tensor, sum_logprobs: Tensor) -> tuple[Tensor, bool]:
+    def update(self, tokens: Tensor, logprobs: Tensor, sum_logprobs: Tensor) -> tuple[Tensor, bool]:
         """Choose the next tokens.
 
         tokens : shape = (n_rows, n_tokens), every token so far, the prompt included
-        logits : shape = (n_rows, n_vocab), the next token's logits, already filtered
+        logprobs : shape = (n_rows, n_vocab), the next token's log probabilities after the logit
+            filters (-inf where masked), or joint CTC/attention scores (asr.decoding.ctc)
         sum_logprobs : shape = (n_rows,), each row's summed log probability, updated in place
         Returns the tokens with the next ones appended (rows possibly reordered) and whether every
         item is done.
@@ -39,25 +39,26 @@ class TokenDecoder(Protocol):
 
 
 class GreedyDecoder:
-    """The most likely token at temperature 0; otherwise a sample from softmax(logits / temperature),
-    drawn with ``generator`` (on the logits' device) for reproducible runs. A row that has ended stays
-    at ``<|endoftext|>``. Log probabilities are those of the untempered logits, as in Whisper."""
+    """The most likely token at temperature 0; otherwise a sample from softmax(logprobs / temperature)
+    (the same as from the tempered logits), drawn with ``generator`` (on the scores' device) for
+    reproducible runs. A row that has ended stays at ``<|endoftext|>``. The summed log probabilities
+    are the untempered ones, as in Whisper."""
 
     def __init__(self, temperature: float, eot: int, generator: torch.Generator | None = None):
         self.temperature = temperature
         self.eot = eot
         self.generator = generator
 
-    def update(self, tokens: Tensor, logits: Tensor, sum_logprobs: Tensor) -> tuple[Tensor, bool]:
+    def update(self, tokens: Tensor, logprobs: Tensor, sum_logprobs: Tensor) -> tuple[Tensor, bool]:
         ended = tokens[:, -1] == self.eot
         if self.temperature == 0:
-            next_tokens = logits.argmax(dim=-1)
+            next_tokens = logprobs.argmax(dim=-1)
         else:
-            # An ended row may have every logit masked; give it something to sample from.
-            probs = (logits.masked_fill(ended[:, None], 0.0) / self.temperature).softmax(dim=-1)
+            # An ended row may have every token masked; give it something to sample from.
+            probs = (logprobs.masked_fill(ended[:, None], 0.0) / self.temperature).softmax(dim=-1)
             next_tokens = torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
-        logprobs = F.log_softmax(logits.float(), dim=-1).gather(1, next_tokens[:, None]).squeeze(1)
-        sum_logprobs += torch.where(ended, 0.0, logprobs)
+        chosen = logprobs.gather(1, next_tokens[:, None]).squeeze(1)
+        sum_logprobs += torch.where(ended, 0.0, chosen)
         next_tokens = next_tokens.masked_fill(ended, self.eot)
         return torch.cat([tokens, next_tokens[:, None]], dim=-1), bool((next_tokens == self.eot).all())
 
@@ -83,17 +84,17 @@ class BeamSearchDecoder:
             raise ValueError(f"beam_size ({beam_size}) and patience ({patience}) leave no candidates")
         self.finished: list[dict[tuple[int, ...], float]] | None = None  # per item: tokens -> score
 
-    def update(self, tokens: Tensor, logits: Tensor, sum_logprobs: Tensor) -> tuple[Tensor, bool]:
-        n_rows, n_vocab = logits.shape
+    def update(self, tokens: Tensor, logprobs: Tensor, sum_logprobs: Tensor) -> tuple[Tensor, bool]:
+        n_rows, n_vocab = logprobs.shape
         n_audio = n_rows // self.beam_size
-        scores = (sum_logprobs[:, None] + F.log_softmax(logits.float(), dim=-1)).view(n_audio, self.beam_size, n_vocab)
+        scores = (sum_logprobs[:, None] + logprobs).view(n_audio, self.beam_size, n_vocab)
         if self.finished is None:
             # The beams start identical: extend only the first, or they would fill the beam with copies.
             self.finished = [{} for _ in range(n_audio)]
             scores[:, 1:] = -torch.inf
         # Each beam has one <|endoftext|> continuation, so the best 2 * beam_size hold beam_size others.
         top_scores, top_index = scores.view(n_audio, -1).topk(2 * self.beam_size, dim=-1)
-        first_rows = torch.arange(n_audio, device=logits.device)[:, None] * self.beam_size
+        first_rows = torch.arange(n_audio, device=logprobs.device)[:, None] * self.beam_size
         sources = (first_rows + top_index // n_vocab).tolist()
         next_tokens = (top_index % n_vocab).tolist()
         rows, kept_tokens, kept_scores = [], [], []

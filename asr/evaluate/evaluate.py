@@ -63,7 +63,7 @@ def evaluate_cuts(model: Model, tokenizer: Tokenizer, cuts: Iterable[Cut], tasks
     metrics = _score(hyps, tasks)
     if "timestamps" in tasks:
         long_form = [c for c in cuts if len(c.supervisions) > 1]
-        metrics["timestamps"] = _timestamps(model, tokenizer, long_form, mask_padding)
+        metrics["timestamps"] = _timestamps(model, tokenizer, long_form, options, mask_padding)
     metrics["failed_cuts"] = failed
     return metrics, _rows(hyps, tasks)
 
@@ -130,13 +130,16 @@ def _score(hyps: list[_Hyp], tasks) -> dict:
     return metrics
 
 
-def _timestamps(model: Model, tokenizer: Tokenizer, cuts: list[Cut], mask_padding: bool) -> dict:
-    """Segment boundary error of long-form transcription against the references' segment times."""
+def _timestamps(model: Model, tokenizer: Tokenizer, cuts: list[Cut], options: DecodingOptions,
+                mask_padding: bool) -> dict:
+    """Segment boundary error of long-form transcription (``options``' search, with timestamps) against
+    the references' segment times."""
     from asr.decoding.transcribe import TranscribeOptions, transcribe
 
     references, hypotheses = [], []
     for cut in cuts:
-        decoding = DecodingOptions(language=cut.supervisions[0].language)
+        decoding = dataclasses.replace(options, task="transcribe", language=cut.supervisions[0].language,
+                                       without_timestamps=False)
         result = transcribe(model, tokenizer, load_cut_audio(cut), TranscribeOptions(decoding, mask_padding=mask_padding))
         references.append([(s.start, s.end, s.text) for s in sorted(cut.supervisions, key=lambda s: s.start)])
         hypotheses.append([(s["start"], s["end"], s["text"]) for s in result["segments"]])

@@ -17,19 +17,27 @@ TEXTS = [" the cat sat on the mat.", " hello world, how are you?", " guten tag, 
 FAST = ["--temperature_increment_on_fallback", "None", "--beam_size", "2", "--language", "en"]
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def tiny_checkpoint(path, ctc_head: bool = False):
     tokenizer = Tokenizer.from_sentencepiece(train_sentencepiece(TEXTS, vocab_size=300, num_threads=1), ["en", "de"])
     torch.manual_seed(0)
     dims = ModelDims(n_mels=16, n_audio_ctx=250, n_audio_state=32, n_audio_head=2, n_audio_layer=1,
-                     n_vocab=tokenizer.n_vocab, n_text_ctx=32, n_text_state=32, n_text_head=2, n_text_layer=1)
+                     n_vocab=tokenizer.n_vocab, n_text_ctx=32, n_text_state=32, n_text_head=2, n_text_layer=1,
+                     ctc_head=ctc_head, n_ctc_vocab=tokenizer.eot if ctc_head else 0)
     model = Model(dims)
     nn.init.normal_(model.decoder.token_embedding.weight, std=1.0)  # random, but not all-blank text
     for block in model.decoder.blocks:  # and moved by the audio, as a trained decoder is
         nn.init.normal_(block.cross_attn.out.weight, std=1.0)
-    path = tmp_path_factory.mktemp("model") / "model.pt"
+    if ctc_head:  # a CTC head that hears nothing: blank at every frame
+        nn.init.zeros_(model.ctc.weight)
+        with torch.no_grad():
+            model.ctc.bias.zero_()[model.ctc_blank] = 50.0
     save(path, model, tokenizer)
     return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "model.pt")
 
 
 def write_noise(path, seconds, seed=0):
@@ -50,6 +58,19 @@ def test_every_format_for_two_files(checkpoint, tmp_path, capsys):
         assert (out / f"{stem}.vtt").read_text().startswith("WEBVTT") and " --> " in (out / f"{stem}.srt").read_text()
     printed = capsys.readouterr().out
     assert f"{audio[0]}: " in printed and f"{audio[1]}: " in printed
+
+
+def test_a_ctc_head_joins_the_search_by_default(tmp_path):
+    checkpoint = tiny_checkpoint(tmp_path / "ctc.pt", ctc_head=True)
+    audio = write_noise(tmp_path / "one.wav", 3.0)
+
+    def text(*flags):
+        out = tmp_path / "out"
+        assert main([audio, "--model", str(checkpoint), "--output_dir", str(out), "-f", "json", *FAST, *flags]) == 0
+        return json.loads((out / "one.json").read_text())["text"]
+
+    # The decoder alone writes text; the joint search believes the CTC head, which hears no words.
+    assert text("--ctc_weight", "0") and text() == "" and text("--ctc_weight", "0.5") == ""
 
 
 def test_bad_files_are_reported_and_the_good_one_still_transcribed(checkpoint, tmp_path, capsys):

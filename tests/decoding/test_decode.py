@@ -155,6 +155,39 @@ def test_best_of_samples_and_ranks(tokenizer, scripted):
     assert results[0].temperature == 1.0 and results[0].avg_logprob == pytest.approx(math.log(0.45) / 3)
 
 
+def test_joint_ctc_decoding_stops_a_loop_the_ctc_head_does_not_hear(tokenizer, scripted):
+    A, B = words(tokenizer, 2)
+    n_ctc = tokenizer.eot  # the CTC classes are the text pieces; the blank comes after them
+
+    def script(item, history):  # the decoder loops: after A it always prefers another A
+        return scripted.logits_of({A: 0.6, B: 0.1, tokenizer.eot: 0.3}, tokenizer.n_vocab)
+
+    class WithCTC(scripted.Model):
+        ctc = True
+
+        def ctc_logits(self, xa):  # 6 frames hearing "A" once: blank, A, A, blank, blank, blank
+            logits = torch.zeros(xa.shape[0], 6, n_ctc + 1)
+            logits[:, [0, 3, 4, 5], n_ctc] = 10.0
+            logits[:, [1, 2], A] = 10.0
+            return logits
+
+    attention_only = decode(WithCTC(tokenizer.n_vocab, script), mel(0), None, tokenizer,
+                            DecodingOptions(**PLAIN, sample_len=6))
+    assert attention_only[0].tokens == [A] * 6
+    for beam_size in (None, 3):
+        joint = decode(WithCTC(tokenizer.n_vocab, script), mel(0, 1), None, tokenizer,
+                       DecodingOptions(**PLAIN, sample_len=6, ctc_weight=0.3, beam_size=beam_size))
+        assert [r.tokens for r in joint] == [[A], [A]]
+    # Translation is not what the CTC head hears: it decodes with the decoder alone.
+    translated = decode(WithCTC(tokenizer.n_vocab, script), mel(0), None, tokenizer,
+                        DecodingOptions(**PLAIN, sample_len=6, ctc_weight=0.3, task="translate"))
+    assert translated[0].tokens == [A] * 6
+    with pytest.raises(ValueError, match="CTC head"):
+        no_head = scripted.Model(tokenizer.n_vocab, script)
+        no_head.ctc = None
+        decode(no_head, mel(0), None, tokenizer, DecodingOptions(**PLAIN, ctc_weight=0.3))
+
+
 def test_compression_ratio():
     for text in ("", "hello world", "the the the the the the the the the the the the", "Grüße aus Köln, 東京"):
         assert compression_ratio(text) == whisper_compression_ratio(text)
@@ -170,7 +203,7 @@ def test_options_are_validated_once():
     assert DecodingOptions(beam_size=5).n_group == 5 and DecodingOptions().n_group == 1
     for bad in ({"task": "summarise"}, {"language": "xx"}, {"temperature": -1}, {"sample_len": 0}, {"best_of": 0},
                 {"beam_size": 0}, {"beam_size": 2, "patience": 0.1}, {"length_penalty": 2.0},
-                {"max_initial_timestamp": -1.0}, {"suppress_tokens": (-2,)}):
+                {"max_initial_timestamp": -1.0}, {"suppress_tokens": (-2,)}, {"ctc_weight": 1.0}, {"ctc_weight": -0.1}):
         with pytest.raises(ValueError):
             DecodingOptions(**bad)
 
