@@ -28,6 +28,7 @@ from pathlib import Path
 from asr.config import Config, ConfigError, load_config, to_dict
 
 STAGES = ("demo corpus", "weak-label cleaning", "training", "evaluation", "example transcription")
+EVAL_BEAMS = 5  # the evaluation's beam search
 
 # What the demo job must reach on its test split (README, "The main job"): label -> (bound, higher is better).
 DEMO_TARGETS = {
@@ -163,8 +164,9 @@ class Job:
             print(f"reused: {metrics}")
             return metrics, 0
         metrics.unlink(missing_ok=True)
+        # Five beams, as asr-transcribe searches by default; a CTC head joins the search (asr.decoding.ctc).
         code = eval_cli.main(["--model", str(model), "--manifest", str(test), "--out", str(out),
-                              "--run", str(self.run_dir)])
+                              "--run", str(self.run_dir), "--beam_size", str(EVAL_BEAMS)])
         return metrics, code
 
     def _example(self, model: Path, test: Path) -> Path | None:

@@ -257,13 +257,14 @@ def joint_ctc(model: Model, xa: Tensor, audio_mask: Tensor | None, options: Deco
 @torch.no_grad()
 def greedy_decode(model: Model, xa: Tensor, audio_mask: Tensor | None, prompts: list[list[int]],
                   tokenizer: Tokenizer, max_tokens: int = 200,
-                  all_finished: Callable[[bool], bool] = bool) -> list[list[int]]:
+                  all_finished: Callable[[bool], bool] = bool, ctc_weight: float = 0.0) -> list[list[int]]:
     """The most likely next token, step after step, until ``<|endoftext|>`` or ``max_tokens``: the
     minimal search the trainer validates with (no other filter than keeping special tokens other than
     timestamps and ``<|endoftext|>`` out of the transcript).
 
     prompts : one token list per item, all of the same length (e.g. ``tokenizer.sot_sequence(...)``)
     all_finished : see ``main_loop``
+    ctc_weight : joint CTC/attention scores (transcription prompts only; see ``DecodingOptions``)
     Returns the generated tokens per item, without the prompt and without ``<|endoftext|>``.
     """
     if len({len(p) for p in prompts}) != 1:
@@ -273,9 +274,13 @@ def greedy_decode(model: Model, xa: Tensor, audio_mask: Tensor | None, prompts: 
         return [[] for _ in prompts]
     tokens = torch.tensor(prompts, dtype=torch.long, device=xa.device)
     specials = SuppressTokens(range(tokenizer.sot, tokenizer.timestamp_begin))
+    ctc = None
+    if ctc_weight > 0:
+        log_probs, lengths = ctc_log_probs(model.ctc_logits(xa), audio_mask)
+        ctc = CTCPrefixScorer(log_probs, lengths, 1, len(prompts[0]), tokenizer.eot, ctc_weight)
     tokens, _, _ = main_loop(model, xa, audio_mask, tokens, model.new_cache(), [specials],
                              GreedyDecoder(0.0, tokenizer.eot), n_steps, prompts[0].index(tokenizer.sot),
-                             tokenizer.no_speech, all_finished)
+                             tokenizer.no_speech, all_finished, ctc)
     return [_generated_part(row, len(prompts[0]), tokenizer.eot) for row in tokens.tolist()]
 
 

@@ -2,7 +2,11 @@
 
     metrics = validate(model, tokenizer, dev_cuts, config.data, decode_cuts=64)
     # {"dev_loss": ..., "dev_wer": ..., "dev_cer": ..., "dev_translate_wer": ..., "dev_lid_acc": ...,
-    #  "dev_nospeech_acc": ..., "dev_wer_de": ...}
+    #  "dev_nospeech_acc": ..., "dev_wer_de": ..., "dev_ctc_wer": ..., "dev_ctc_cer": ...}
+
+With a CTC head, transcripts are decoded jointly with it (``asr.decoding.ctc.DEFAULT_WEIGHT``, as the
+CLIs do), and ``dev_ctc_wer`` / ``dev_ctc_cer`` score the CTC head's own best path: how well the
+encoder hears, apart from the decoder.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from lhotse import CutSet
 from asr.config import DataConfig
 from asr.data.dataset import MultitaskDataset, make_sampler
 from asr.data.sequence import reference_text
+from asr.decoding.ctc import ctc_greedy, ctc_log_probs, default_weight
 from asr.decoding.decode import greedy_decode
 from asr.decoding.greedy import detect
 from asr.evaluate.metrics import error_rates
@@ -85,7 +90,22 @@ def decode_metrics(model: Model, tokenizer: Tokenizer, cuts: list, max_tokens: i
                 lid.append(first.language[i] == cut.supervisions[0].language)
         for task in ("transcribe", "translate"):
             _decode_task(model, tokenizer, xa, mask, kept, task, max_tokens, texts, all_finished)
+        if model.ctc is not None:
+            _ctc_transcripts(model, tokenizer, xa, mask, kept, texts)
     return _summarise(texts, lid, nospeech)
+
+
+def _ctc_transcripts(model, tokenizer, xa, mask, cuts, texts) -> None:
+    """The CTC head's best paths, kept under the task name "ctc"."""
+    rows = [i for i, cut in enumerate(cuts) if reference_text(cut, "transcribe") is not None]
+    if not rows:
+        return
+    index = torch.tensor(rows, device=xa.device)
+    hypotheses = ctc_greedy(*ctc_log_probs(model.ctc_logits(xa[index]), None if mask is None else mask[index]))
+    for row, hypothesis in zip(rows, hypotheses):
+        refs, hyps = texts[("ctc", cuts[row].supervisions[0].language)]
+        refs.append(reference_text(cuts[row], "transcribe"))
+        hyps.append(tokenizer.decode(hypothesis))
 
 
 def _decode_task(model, tokenizer, xa, mask, cuts, task: str, max_tokens: int, texts, all_finished) -> None:
@@ -101,7 +121,7 @@ def _decode_task(model, tokenizer, xa, mask, cuts, task: str, max_tokens: int, t
         return
     index = torch.tensor(rows, device=xa.device)
     hypotheses = greedy_decode(model, xa[index], None if mask is None else mask[index], prompts, tokenizer,
-                               max_tokens, all_finished)
+                               max_tokens, all_finished, default_weight(model) if task == "transcribe" else 0.0)
     for row, reference, hypothesis in zip(rows, references, hypotheses):
         refs, hyps = texts[(task, cuts[row].supervisions[0].language)]
         refs.append(reference)
@@ -110,7 +130,7 @@ def _decode_task(model, tokenizer, xa, mask, cuts, task: str, max_tokens: int, t
 
 def _summarise(texts, lid: list[bool], nospeech: list[bool]) -> dict[str, float]:
     metrics = {}
-    for task in ("transcribe", "translate"):
+    for task in ("transcribe", "translate", "ctc"):
         refs, hyps = [], []
         for (t, language), (r, h) in sorted(texts.items()):
             if t != task:
@@ -122,7 +142,7 @@ def _summarise(texts, lid: list[bool], nospeech: list[bool]) -> dict[str, float]
                 metrics[f"dev_wer_{language}"] = rates["wer"]
         if refs:
             rates = error_rates(refs, hyps)
-            prefix = "dev" if task == "transcribe" else "dev_translate"
+            prefix = {"transcribe": "dev", "translate": "dev_translate", "ctc": "dev_ctc"}[task]
             metrics[f"{prefix}_wer"], metrics[f"{prefix}_cer"] = rates["wer"], rates["cer"]
     if lid:
         metrics["dev_lid_acc"] = sum(lid) / len(lid)

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from asr.decoding.ctc import CTCPrefixScorer, ctc_log_probs
+from asr.decoding.ctc import CTCPrefixScorer, ctc_greedy, ctc_log_probs
 
 N_CTC = 3  # text pieces 0, 1, 2; the CTC blank is 3
 EOT, TIMESTAMP = 4, 5  # <|endoftext|>, one timestamp token: a decoder vocabulary of 6
@@ -126,3 +126,10 @@ def test_a_prefix_that_was_never_a_candidate_scores_minus_inf_not_nan():
     assert not joint.isnan().any()
     assert (joint[: N_CTC] == -torch.inf).all() and joint[EOT] == -torch.inf
     assert joint[TIMESTAMP] == uniform_attention(1)[0, TIMESTAMP]
+
+
+def test_ctc_greedy_merges_repeats_drops_blanks_and_stops_at_the_length():
+    B = N_CTC
+    best = torch.tensor([[1, 1, B, 1, 2, 2, B, 0], [B, 0, 0, 2, 2, 1, 1, 1]])
+    log_probs = torch.nn.functional.one_hot(best, N_CTC + 1).float().log_softmax(-1)
+    assert ctc_greedy(log_probs, torch.tensor([8, 4])) == [[1, 1, 2, 0], [0, 2]]
