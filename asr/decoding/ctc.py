@@ -9,8 +9,8 @@ probability. Each step, every candidate ``c`` for a hypothesis ``h`` is scored
 where ``P_ctc(h ...)`` is the CTC probability that the transcript starts with ``h`` (the prefix
 probability of Watanabe et al. 2017, "Hybrid CTC/attention architecture for end-to-end speech
 recognition"), and ``<|endoftext|>`` gets ``P_ctc(h)``, the probability that ``h`` is the whole
-transcript. Only the text pieces have CTC classes: a timestamp keeps its attention score and leaves
-the CTC state as it is. Text pieces outside the ``n_candidates`` the attention ranks best are not
+transcript. Only the text pieces have CTC classes: a timestamp leaves the CTC state as it is and gets
+the CTC gain of the best text piece (neither favoured nor held back by the CTC head). Text pieces outside the ``n_candidates`` the attention ranks best are not
 scored, and not chosen (ESPnet's pre-beam).
 
 The prefix recursions of one step are linear in probability space, so each is a cumulative sum over
@@ -85,8 +85,9 @@ class CTCPrefixScorer:
         tokens : shape = (n_rows, n_tokens), every token so far, the prompt included
         logprobs : shape = (n_rows, n_vocab), the decoder's log probabilities after the logit filters
         Returns shape = (n_rows, n_vocab): text pieces the joint score (-inf outside the candidates),
-        ``<|endoftext|>`` the joint score of ending, every other token its ``logprobs`` entry. Rows
-        that have ended (last token ``<|endoftext|>``) come back unchanged.
+        ``<|endoftext|>`` the joint score of ending, every other token (timestamps) its weighted
+        ``logprobs`` entry plus the best text piece's weighted gain. Rows that have ended (last token
+        ``<|endoftext|>``) come back unchanged.
         """
         joint = logprobs.clone()
         rows = (tokens[:, -1] != self.eot).nonzero().squeeze(1).tolist()
@@ -112,6 +113,10 @@ class CTCPrefixScorer:
         gain = _gain(new_psi, psi[:, None]).to(attention.dtype)
         text.scatter_(1, candidates, (1 - w) * attention.gather(1, candidates) + w * gain)
         joint[index, : self.n_ctc] = text
+        # CTC has no classes for the other tokens (timestamps). They get the gain of the best text piece:
+        # a prefix's probability only falls as it grows, so without one they would always gain on text.
+        best_gain = gain.max(dim=1).values
+        joint[index, self.n_ctc:] = (1 - w) * logprobs[index, self.n_ctc:] + w * best_gain[:, None]
         whole = torch.logaddexp(r_n, r_b).gather(1, self.last_frame[item_index][:, None]).squeeze(1)
         joint[index, self.eot] = (1 - w) * logprobs[index, self.eot] + w * _gain(whole, psi).to(logprobs.dtype)
 

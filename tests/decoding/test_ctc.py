@@ -64,7 +64,9 @@ def test_prefix_and_end_scores_match_the_sum_over_alignments(length):
         for c in range(N_CTC):
             assert joint[c].item() == pytest.approx(joint_score(prefix.get(text + (c,), 0.0), prefix[text]), abs=1e-5)
         assert joint[EOT].item() == pytest.approx(joint_score(whole.get(text, 0.0), prefix[text]), abs=1e-5)
-        assert joint[TIMESTAMP].item() == pytest.approx(uniform)  # not a CTC class: attention alone
+        # not a CTC class: the best text piece's gain
+        best = max(joint_score(prefix.get(text + (c,), 0.0), prefix[text]) for c in range(N_CTC))
+        assert joint[TIMESTAMP].item() == pytest.approx(best, abs=1e-5)
         hypothesis.append(piece)
 
 
@@ -116,7 +118,7 @@ def test_bad_weight_is_refused():
         CTCPrefixScorer(random_log_probs(1, 3), torch.tensor([3]), group=1, sample_begin=1, eot=EOT, weight=1.0)
 
 
-def test_a_prefix_that_was_never_a_candidate_scores_minus_inf_not_nan():
+def test_a_prefix_that_was_never_a_candidate_scores_minus_inf_not_nan():  # timestamps included
     # Beam search keeps -inf rows when too few continuations are finite; their CTC probability is 0.
     scorer = CTCPrefixScorer(random_log_probs(1, 4), torch.tensor([4]), group=1, sample_begin=1, eot=EOT,
                              weight=0.3, n_candidates=1)
@@ -124,8 +126,7 @@ def test_a_prefix_that_was_never_a_candidate_scores_minus_inf_not_nan():
     step(scorer, [PROMPT], attention)  # only piece 0 is scored
     joint = step(scorer, [PROMPT + [2]])[0]
     assert not joint.isnan().any()
-    assert (joint[: N_CTC] == -torch.inf).all() and joint[EOT] == -torch.inf
-    assert joint[TIMESTAMP] == uniform_attention(1)[0, TIMESTAMP]
+    assert (joint == -torch.inf).all()
 
 
 def test_ctc_greedy_merges_repeats_drops_blanks_and_stops_at_the_length():
