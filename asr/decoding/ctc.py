@@ -10,8 +10,9 @@ where ``P_ctc(h ...)`` is the CTC probability that the transcript starts with ``
 probability of Watanabe et al. 2017, "Hybrid CTC/attention architecture for end-to-end speech
 recognition"), and ``<|endoftext|>`` gets ``P_ctc(h)``, the probability that ``h`` is the whole
 transcript. Only the text pieces have CTC classes: a timestamp leaves the CTC state as it is and gets
-the CTC gain of the best text piece (neither favoured nor held back by the CTC head). Text pieces outside the ``n_candidates`` the attention ranks best are not
-scored, and not chosen (ESPnet's pre-beam).
+the CTC gain of the best text piece (neither favoured nor held back by the CTC head). Text pieces
+outside the ``n_candidates`` the attention ranks best are not scored, and not chosen (ESPnet's
+pre-beam).
 
 The prefix recursions of one step are linear in probability space, so each is a cumulative sum over
 the frames in log space (``logcumsumexp``) rather than a loop over the frames.
@@ -131,8 +132,9 @@ class CTCPrefixScorer:
                 empty: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The CTC state of each prefix extended by each candidate.
 
-        items : shape = (R,), each prefix's audio item; r_n, r_b : shape = (R, T); candidates, repeats : shape = (R, K), repeats where a candidate is
-        the prefix's last piece (its first frame must then follow a blank); empty : shape = (R,)
+        items : shape = (R,), each prefix's audio item; r_n, r_b : shape = (R, T)
+        candidates, repeats : shape = (R, K), repeats where a candidate is the prefix's last piece (its
+        first frame must then follow a blank); empty : shape = (R,), where the prefix has no pieces
         Returns r_n, r_b of shape (R, T, K) and the prefix log probabilities psi, shape (R, K).
 
         With x the candidate's frame log probabilities and phi the log probability of the prefix
@@ -142,8 +144,8 @@ class CTCPrefixScorer:
             r_b[t] = logaddexp(r_n[t-1], r_b[t-1]) + blank[t]     r_b[0] = -inf
             psi = log(exp(r_n[0]) + sum over t >= 1 of exp(phi[t-1] + x[t]))
 
-        and a recursion y[t] = logaddexp(y[t-1], a[t]) + x[t] is y = cumsum(x) + logcumsumexp(a - cumsum(x)
-        shifted by one frame).
+        and a recursion y[t] = logaddexp(y[t-1], a[t]) + x[t] is cumsum(x) plus a logcumsumexp
+        (``_linear_recursion``).
         """
         log_probs, valid = self.log_probs[items], self.valid[items]
         x = log_probs.gather(2, candidates[:, None, :].expand(-1, log_probs.shape[1], -1))  # (R, T, K)

@@ -217,14 +217,14 @@ def decode_features(model: Model, xa: Tensor, audio_mask: Tensor | None, tokeniz
     sample_begin = len(prompts[0])
     n_steps = min(options.sample_len or n_text_ctx // 2, n_text_ctx - sample_begin)
 
+    ctc = joint_ctc(model, xa, audio_mask, options.ctc_weight if options.task == "transcribe" else 0.0,
+                    n_group, sample_begin, tokenizer.eot)
     # One row per beam or sample, item after item.
-    ctc_xa, ctc_mask = xa, audio_mask
     tokens = torch.tensor(prompts, device=xa.device).repeat_interleave(n_group, dim=0)
     xa = xa.repeat_interleave(n_group, dim=0)
     audio_mask = None if audio_mask is None else audio_mask.repeat_interleave(n_group, dim=0)
     cache = model.new_cache()
     filters, decoder, ranker = strategies(options, tokenizer, sample_begin, cache, generator)
-    ctc = joint_ctc(model, ctc_xa, ctc_mask, options, n_group, sample_begin, tokenizer.eot)
     tokens, sum_logprobs, no_speech_probs = main_loop(model, xa, audio_mask, tokens, cache, filters, decoder,
                                                       n_steps, prompts[0].index(tokenizer.sot), tokenizer.no_speech,
                                                       ctc=ctc)
@@ -243,15 +243,18 @@ def decode_features(model: Model, xa: Tensor, audio_mask: Tensor | None, tokeniz
     return results
 
 
-def joint_ctc(model: Model, xa: Tensor, audio_mask: Tensor | None, options: DecodingOptions, n_group: int,
+def joint_ctc(model: Model, xa: Tensor, audio_mask: Tensor | None, weight: float, n_group: int,
               sample_begin: int, eot: int) -> CTCPrefixScorer | None:
-    """The CTC prefix scorer ``options`` ask for (None: the decoder alone); xa : shape = (batch, ...)."""
-    if options.ctc_weight == 0 or options.task != "transcribe":
+    """The CTC prefix scorer at ``weight`` (None at 0: the decoder alone) for ``n_group`` rows per item.
+
+    xa : shape = (batch, n_audio_positions, n_audio_state), one row per item (not per hypothesis)
+    """
+    if weight == 0:
         return None
     if model.ctc is None:
         raise ValueError("ctc_weight > 0 needs a model with a CTC head (ModelDims.ctc_head)")
     log_probs, lengths = ctc_log_probs(model.ctc_logits(xa), audio_mask)
-    return CTCPrefixScorer(log_probs, lengths, n_group, sample_begin, eot, options.ctc_weight)
+    return CTCPrefixScorer(log_probs, lengths, n_group, sample_begin, eot, weight)
 
 
 @torch.no_grad()
@@ -274,10 +277,7 @@ def greedy_decode(model: Model, xa: Tensor, audio_mask: Tensor | None, prompts: 
         return [[] for _ in prompts]
     tokens = torch.tensor(prompts, dtype=torch.long, device=xa.device)
     specials = SuppressTokens(range(tokenizer.sot, tokenizer.timestamp_begin))
-    ctc = None
-    if ctc_weight > 0:
-        log_probs, lengths = ctc_log_probs(model.ctc_logits(xa), audio_mask)
-        ctc = CTCPrefixScorer(log_probs, lengths, 1, len(prompts[0]), tokenizer.eot, ctc_weight)
+    ctc = joint_ctc(model, xa, audio_mask, ctc_weight, 1, len(prompts[0]), tokenizer.eot)
     tokens, _, _ = main_loop(model, xa, audio_mask, tokens, model.new_cache(), [specials],
                              GreedyDecoder(0.0, tokenizer.eot), n_steps, prompts[0].index(tokenizer.sot),
                              tokenizer.no_speech, all_finished, ctc)

@@ -97,14 +97,15 @@ def decode_metrics(model: Model, tokenizer: Tokenizer, cuts: list, max_tokens: i
 
 def _ctc_transcripts(model, tokenizer, xa, mask, cuts, texts) -> None:
     """The CTC head's best paths, kept under the task name "ctc"."""
-    rows = [i for i, cut in enumerate(cuts) if reference_text(cut, "transcribe") is not None]
+    references = {i: reference_text(cut, "transcribe") for i, cut in enumerate(cuts)}
+    rows = [i for i, reference in references.items() if reference is not None]
     if not rows:
         return
     index = torch.tensor(rows, device=xa.device)
     hypotheses = ctc_greedy(*ctc_log_probs(model.ctc_logits(xa[index]), None if mask is None else mask[index]))
     for row, hypothesis in zip(rows, hypotheses):
         refs, hyps = texts[("ctc", cuts[row].supervisions[0].language)]
-        refs.append(reference_text(cuts[row], "transcribe"))
+        refs.append(references[row])
         hyps.append(tokenizer.decode(hypothesis))
 
 
