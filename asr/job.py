@@ -170,9 +170,14 @@ class Job:
         return metrics, code
 
     def _example(self, model: Path, test: Path) -> Path | None:
-        """Transcribe the test split's longest speech recording with asr-transcribe; the .srt's path."""
+        """Show the test split's longest speech recording transcribed, beside its reference; the .srt's path.
+
+        The evaluation transcribed every long-form recording to score timestamps (``transcribe``, as
+        asr-transcribe does, with the evaluation's search) and kept the subtitles: that one is shown.
+        A recording the evaluation did not transcribe goes through asr-transcribe."""
         from asr.cli import transcribe as transcribe_cli
         from asr.data.dataset import open_cuts
+        from asr.evaluate.report import LONG_FORM_DIR
 
         speech = [cut for cut in open_cuts(test) if cut.supervisions and cut.has_recording]
         if not speech:
@@ -180,14 +185,18 @@ class Job:
             return None
         cut = max(speech, key=lambda c: c.duration)
         audio = Path(cut.recording.sources[0].source)
-        out = self.run_dir / "example"
-        srt = out / f"{audio.stem}.srt"
-        if not _newer(srt, model):
-            print(f"asr-transcribe {audio} --model {model} --output_dir {out}")
-            code = transcribe_cli.main([str(audio), "--model", str(model), "--output_dir", str(out),
-                                        "--output_format", "all"])
-            if code:
-                return None
+        srt = self._eval_dir(test) / LONG_FORM_DIR / f"{cut.id}.srt"
+        if _newer(srt, model):
+            print(f"transcribed by the evaluation (long-form, {EVAL_BEAMS} beams): {srt}")
+        else:
+            out = self.run_dir / "example"
+            srt = out / f"{audio.stem}.srt"
+            if not _newer(srt, model):
+                print(f"asr-transcribe {audio} --model {model} --output_dir {out}")
+                code = transcribe_cli.main([str(audio), "--model", str(model), "--output_dir", str(out),
+                                            "--output_format", "all"])
+                if code:
+                    return None
         print(f"{audio} ({cut.duration:.0f} s, {cut.supervisions[0].language}):")
         print(srt.read_text())
         reference = "\n".join(f"[{s.start:6.2f} -> {s.end:6.2f}] {s.text}"

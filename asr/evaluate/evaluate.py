@@ -60,12 +60,13 @@ def evaluate_cuts(model: Model, tokenizer: Tokenizer, cuts: Iterable[Cut], tasks
     hyps, failed = [], []
     for start in tqdm(range(0, len(windows), batch_size), desc="evaluating", disable=not progress):
         hyps += _decode_batch(model, tokenizer, windows[start: start + batch_size], tasks, options, failed)
-    metrics = _score(hyps, tasks)
+    metrics, rows = _score(hyps, tasks), _rows(hyps, tasks)
     if "timestamps" in tasks:
         long_form = [c for c in cuts if len(c.supervisions) > 1]
-        metrics["timestamps"] = _timestamps(model, tokenizer, long_form, options, mask_padding)
+        metrics["timestamps"], timed = _timestamps(model, tokenizer, long_form, options, mask_padding)
+        rows += timed
     metrics["failed_cuts"] = failed
-    return metrics, _rows(hyps, tasks)
+    return metrics, rows
 
 
 def _decode_batch(model: Model, tokenizer: Tokenizer, cuts: list[Cut], tasks, options: DecodingOptions,
@@ -131,19 +132,26 @@ def _score(hyps: list[_Hyp], tasks) -> dict:
 
 
 def _timestamps(model: Model, tokenizer: Tokenizer, cuts: list[Cut], options: DecodingOptions,
-                mask_padding: bool) -> dict:
+                mask_padding: bool) -> tuple[dict, list[dict]]:
     """Segment boundary error of long-form transcription (``options``' search, with timestamps) against
-    the references' segment times."""
+    the references' segment times, and one row per recording: its reference and transcribed segments
+    (``segments`` as ``asr.decoding.transcribe`` gives them, so the subtitle writers take the row)."""
     from asr.decoding.transcribe import TranscribeOptions, transcribe
 
-    references, hypotheses = [], []
+    references, hypotheses, rows = [], [], []
     for cut in cuts:
-        decoding = dataclasses.replace(options, task="transcribe", language=cut.supervisions[0].language,
-                                       without_timestamps=False)
+        language = cut.supervisions[0].language
+        decoding = dataclasses.replace(options, task="transcribe", language=language, without_timestamps=False)
         result = transcribe(model, tokenizer, load_cut_audio(cut), TranscribeOptions(decoding, mask_padding=mask_padding))
         references.append([(s.start, s.end, s.text) for s in sorted(cut.supervisions, key=lambda s: s.start)])
         hypotheses.append([(s["start"], s["end"], s["text"]) for s in result["segments"]])
-    return timestamp_error(references, hypotheses) | {"recordings": len(cuts)}
+        rows.append({"id": cut.id, "task": "timestamps", "language": language, "reference_language": language,
+                     "reference": " ".join(text.strip() for _, _, text in references[-1]),
+                     "hypothesis": result["text"].strip(), "duration": cut.duration,
+                     "reference_segments": [{"start": s, "end": e, "text": t} for s, e, t in references[-1]],
+                     "segments": [{"start": s["start"], "end": s["end"], "text": s["text"]}
+                                  for s in result["segments"]]})
+    return timestamp_error(references, hypotheses) | {"recordings": len(cuts)}, rows
 
 
 def _rows(hyps: list[_Hyp], tasks) -> list[dict]:

@@ -3,6 +3,7 @@
     write_report("eval/dev", metrics, hyps, run_dir=Path("runs/demo"))
     # eval/dev/metrics.json  report.md  hyps.jsonl
     #          wer_by_language.png  lid_confusion.png  training_curves.png
+    #          long_form/<id>.srt  long_form/<id>.ref.srt   (the recordings timestamps are scored on)
 
 ``metrics`` holds the outputs of ``asr.evaluate.metrics``, each under its own key and each optional:
 ``{"wer": word_error_rates(...), "translation": translation_scores(...), "language_id": language_id(...),
@@ -18,8 +19,11 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure  # no pyplot: figures are plain objects rendered by Agg
 
+from asr.decoding.writers import to_srt
+
 HYP_FIELDS = ("id", "reference", "hypothesis", "language", "language_probs", "no_speech_prob", "task")
 PLOT_DPI = 100
+LONG_FORM_DIR = "long_form"  # subtitles of the long-form transcriptions the timestamp error is taken on
 
 
 def write_report(out_dir: str | Path, metrics: dict, hyps: list[dict], run_dir: Path | None = None) -> Path:
@@ -30,6 +34,7 @@ def write_report(out_dir: str | Path, metrics: dict, hyps: list[dict], run_dir: 
     (out_dir / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2, ensure_ascii=False) + "\n",
                                           encoding="utf-8")
     write_hyps(out_dir / "hyps.jsonl", hyps)
+    write_subtitles(out_dir / LONG_FORM_DIR, hyps)
     plots = []
     if metrics.get("wer", {}).get("languages"):
         plots.append(plot_wer_by_language(metrics["wer"], out_dir / "wer_by_language.png"))
@@ -48,6 +53,17 @@ def write_hyps(path: Path, hyps: list[dict]) -> None:
         for hyp in hyps:
             row = {key: hyp.get(key) for key in HYP_FIELDS} | hyp
             f.write(json.dumps(_json_safe(row), ensure_ascii=False) + "\n")
+
+
+def write_subtitles(out_dir: Path, hyps: list[dict]) -> None:
+    """``<id>.srt`` of each long-form transcription (the rows of task "timestamps"), and ``<id>.ref.srt``
+    of its reference, side by side for a look or a subtitle editor."""
+    for hyp in hyps:
+        if hyp.get("task") == "timestamps":
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / f"{hyp['id']}.srt").write_text(to_srt(hyp), encoding="utf-8")
+            (out_dir / f"{hyp['id']}.ref.srt").write_text(to_srt({"segments": hyp["reference_segments"]}),
+                                                          encoding="utf-8")
 
 
 def _json_safe(value):

@@ -8,6 +8,7 @@ from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
 
 from asr.checkpoint import save
 from asr.cli.eval import main
+from asr.decoding.writers import to_srt
 from asr.model import Model, ModelDims
 from asr.tokenizer import Tokenizer, train_sentencepiece
 
@@ -110,3 +111,9 @@ def test_timestamps_are_scored_on_long_recordings(setup, tmp_path):
     timestamps = json.loads((tmp_path / "out" / "metrics.json").read_text())["timestamps"]
     assert timestamps["recordings"] == 1
     assert timestamps["matched"] + timestamps["unmatched_references"] == 4
+    rows = [json.loads(line) for line in (tmp_path / "out" / "hyps.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["task"], len(r["reference_segments"])) for r in rows] == [("long", "timestamps", 4)]
+    subtitles = tmp_path / "out" / "long_form"
+    assert (subtitles / "long.ref.srt").read_text().count("Hallo Welt.") == 4
+    assert "00:00:30,000 --> 00:00:35,000" in (subtitles / "long.ref.srt").read_text()
+    assert (subtitles / "long.srt").read_text() == to_srt(rows[0])
