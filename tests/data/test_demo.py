@@ -184,7 +184,9 @@ def test_default_size_and_shares():
         assert all(speech.count(language) >= 30 for language in LANGUAGES)
     train = [job.kind for job in jobs if job.split == "train"]
     speech, longform = train.count("speech") * demo.MEAN_CLIP_SECONDS, train.count("longform") * 55
-    assert 0.9 * 3600 < speech + longform < 1.1 * 3600 and 0.1 < longform / (speech + longform) < 0.15
+    assert 0.9 * 3600 < speech + longform < 1.1 * 3600 and 0.25 < longform / (speech + longform) < 0.35
+    for split in ("dev", "test"):
+        assert [job.kind for job in jobs if job.split == split].count("longform") >= demo.MIN_EVAL_LONGFORM
 
 
 def test_splits_share_no_sentence_voice_or_noise(cuts):
