@@ -69,6 +69,8 @@ class Output(NamedTuple):
 
 AUDIO_STRIDES = (2, 4)  # mel frames per encoder position that the convolution stem can give
 FEATURE_RMS = 0.4  # RMS of Whisper's normalised log-mel features of speech: ~0.5 clean, ~0.3 in noise
+TOKEN_EMBEDDING_STD = 0.02  # of a fresh token embedding (tied to the output projection: small logits)
+SINUSOID_RMS = 0.5**0.5  # of sinusoids(): half its entries sines, half cosines, each of mean square 1/2
 
 
 def sinusoids(length: int, channels: int, max_timescale: float = 10000) -> Tensor:
@@ -302,8 +304,14 @@ class Model(nn.Module):
 
     def reset_parameters(self) -> None:
         """A from-scratch start: small embeddings, since the output projection is tied to the token
-        embedding, and a convolution stem whose output is as large as the positional embedding it is
-        added to.
+        embedding; decoder positions that start as sinusoids at the token embedding's scale; and a
+        convolution stem whose output is as large as the positional embedding it is added to.
+
+        The decoder's positions are learned, but a position only learns from sequences that reach it:
+        from random vectors, the positions past a short clip's length stayed noise, and the decoder lost
+        its place in long-form windows (measured on the demo corpus: teacher-forced accuracy 0.88 on a
+        window's first 20 tokens and 0.3 to 0.4 past the 40th, on training windows whose CTC output was
+        nearly perfect). Sinusoids give every position its place from the start.
 
         With PyTorch's default convolution init the stem's output on Whisper's log-mel features (RMS
         0.3 to 0.5) has an RMS near 0.02 against the sinusoids' 0.7, so the first layer norm sees little
@@ -312,8 +320,10 @@ class Model(nn.Module):
         """
         if self.decoder.token_embedding.weight.device.type == "meta":
             return
-        nn.init.normal_(self.decoder.token_embedding.weight, std=0.02)
-        nn.init.normal_(self.decoder.positional_embedding, std=0.01)
+        nn.init.normal_(self.decoder.token_embedding.weight, std=TOKEN_EMBEDDING_STD)
+        with torch.no_grad():
+            positions = self.decoder.positional_embedding
+            positions.copy_(sinusoids(*positions.shape) * (TOKEN_EMBEDDING_STD / SINUSOID_RMS))
         for conv, input_rms in ((self.encoder.conv1, FEATURE_RMS), (self.encoder.conv2, 1.0)):
             # He init (GELU counted as ReLU), which assumes a unit-RMS input; conv1's input is the features
             nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")

@@ -285,3 +285,19 @@ def test_fresh_stem_output_is_as_large_as_the_positional_embedding():
         stem = torch.nn.functional.gelu(encoder.conv2(torch.nn.functional.gelu(encoder.conv1(mel))))
     ratio = stem.pow(2).mean().sqrt() / encoder.positional_embedding.pow(2).mean().sqrt()
     assert 0.5 <= ratio.item() <= 2.0
+
+
+def test_fresh_decoder_positions_are_sinusoids_at_the_token_embedding_scale():
+    """Every decoder position starts distinct and ordered, not only those that training sequences reach."""
+    from asr.model import TOKEN_EMBEDDING_STD, sinusoids
+
+    torch.manual_seed(0)
+    decoder = Model(small_dims(n_text_ctx=448, n_text_state=64)).decoder
+    positions = decoder.positional_embedding.detach()
+    rms = positions.pow(2).mean().sqrt().item()
+    assert rms == pytest.approx(TOKEN_EMBEDDING_STD, rel=0.01)
+    assert decoder.token_embedding.weight.std().item() == pytest.approx(TOKEN_EMBEDDING_STD, rel=0.1)
+    assert torch.allclose(positions, sinusoids(448, 64) * (rms / sinusoids(448, 64).pow(2).mean().sqrt()))
+    # neighbours are closer than distant positions, far past any short clip's length too
+    unit = torch.nn.functional.normalize(positions, dim=-1)
+    assert (unit[200] @ unit[201]).item() > 0.9 > (unit[200] @ unit[240]).item()
