@@ -102,6 +102,23 @@ def test_spec_augment_masks_are_seeded_by_the_batch_and_keep_padding_zero(corpus
     assert not torch.equal(a["mel"], other_seed["mel"])
 
 
+def test_speed_perturbation_stretches_audio_and_timestamps_alike(corpus, tok):
+    options = dict(timestamp_rate=1.0, prompt_rate=0.0, translate_rate=0.0, spec_augment=False)
+    plain = MultitaskDataset(tok, DataConfig(**options), n_mels=80, train=True)[corpus]
+    slow = MultitaskDataset(tok, DataConfig(**options, speed_perturb=(0.5,), speed_perturb_rate=1.0),
+                            n_mels=80, train=True)[corpus]
+    assert slow["n_frames"].tolist() == pytest.approx([2 * n for n in plain["n_frames"].tolist()], abs=2)
+    assert slow["audio_seconds"] == pytest.approx(2 * plain["audio_seconds"], rel=1e-3)
+    specials = tok.specials
+    for i in range(6):  # speech: <|0.00|> text <|end|>, the end twice as late
+        ends = [t for t in plain["labels"][i].tolist() if t >= specials.timestamp_begin]
+        slow_ends = [t for t in slow["labels"][i].tolist() if t >= specials.timestamp_begin]
+        # each on the 0.02 s grid: the doubled plain time may be a step off
+        assert specials.timestamp_seconds(slow_ends[-1]) == pytest.approx(2 * specials.timestamp_seconds(ends[-1]),
+                                                                         abs=0.021)
+    assert torch.equal(slow["ctc_targets"], plain["ctc_targets"])
+
+
 def test_add_noise_reaches_the_asked_snr():
     rng = np.random.default_rng(1)
     audio = rng.standard_normal(16000).astype("float32")
