@@ -29,7 +29,7 @@ from lhotse.dataset.dataloading import make_worker_init_fn
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader
 
-from asr.audio import N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram_batch, pad_or_trim, resample
+from asr.audio import CHUNK_LENGTH, N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram_batch, pad_or_trim, resample
 from asr.config import DataConfig
 from asr.data.sequence import IGNORE, BadLabel, cut_to_example
 from asr.tokenizer import Tokenizer
@@ -85,7 +85,7 @@ class MultitaskDataset(torch.utils.data.Dataset):
         audios, examples, kept = [], [], []
         for cut in cuts:
             if self.train and self.options.speed_perturb and rng.random() < self.options.speed_perturb_rate:
-                cut = cut.perturb_speed(rng.choice(self.options.speed_perturb))
+                cut = _perturb_speed(cut, self.options.speed_perturb, rng)
             try:
                 example = cut_to_example(cut, self.tokenizer, self.options, rng, self.n_text_ctx)
                 audio = load_cut_audio(cut)
@@ -147,6 +147,13 @@ class MultitaskDataset(torch.utils.data.Dataset):
                 mel = AF.mask_along_axis_iid(mel, options.time_mask_width, 0.0, axis=2)
         valid = torch.arange(mel.shape[-1]) < n_frames[:, None]
         return mel * valid[:, None, :]
+
+
+def _perturb_speed(cut: Cut, factors: tuple[float, ...], rng: random.Random) -> Cut:
+    """``cut`` sped up or down by one of ``factors`` that keeps it within one 30 s window (slowing a
+    full window down would make it longer than the encoder's input); unchanged when none does."""
+    fitting = [f for f in factors if cut.duration / f <= CHUNK_LENGTH]
+    return cut.perturb_speed(rng.choice(fitting)) if fitting else cut
 
 
 def load_cut_audio(cut: Cut):

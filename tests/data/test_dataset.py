@@ -119,6 +119,20 @@ def test_speed_perturbation_stretches_audio_and_timestamps_alike(corpus, tok):
     assert torch.equal(slow["ctc_targets"], plain["ctc_targets"])
 
 
+def test_speed_perturbation_keeps_a_full_window_within_30_s(tmp_path, tok):
+    path = tmp_path / "window.flac"
+    sf.write(path, np.zeros(29 * 16000, dtype="float32"), 16000)
+    recording = Recording.from_file(path)
+    window = MonoCut(id="w", start=0, duration=29.0, channel=0, recording=recording, supervisions=[
+        SupervisionSegment(id="w-0", recording_id=recording.id, start=1.0, duration=3.0, text="Hallo Welt.",
+                           language="de")])
+    options = DataConfig(speed_perturb=(0.9, 1.1), speed_perturb_rate=1.0, spec_augment=False)
+    dataset = MultitaskDataset(tok, options, n_mels=80, train=True)
+    for seed in range(6):  # 0.9 would make it 32.2 s: only 1.1 is drawn
+        dataset.seed = seed
+        assert dataset[CutSet.from_cuts([window])]["n_frames"].item() == pytest.approx(2900 / 1.1, abs=2)
+
+
 def test_add_noise_reaches_the_asked_snr():
     rng = np.random.default_rng(1)
     audio = rng.standard_normal(16000).astype("float32")
