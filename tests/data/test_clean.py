@@ -9,7 +9,8 @@ from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
 from lhotse.audio import AudioSource
 
 from asr.config import from_dict
-from asr.data.clean import RULES, CleanConfig, LanguageID, clean_cuts, evaluate_cleaning, normalise_text
+from asr.data.clean import (RULES, CleanConfig, LanguageID, clean_cuts, evaluate_cleaning, normalise_text,
+                            outlier_bound)
 
 # lhotse's fallback decoder imports audioread, which imports stdlib modules deprecated in 3.11.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:audioread")
@@ -216,6 +217,30 @@ def test_rate_outlier_learns_each_languages_rate_from_the_corpus():
     assert dropped == {"half": "rate_outlier", "double": "rate_outlier"}
     _, _, dropped = clean(cuts, only("rate_outlier", rate_outlier_min_count=100))
     assert not dropped  # no language has 100 supervisions: none is judged
+
+
+def test_rate_outlier_bound_widens_with_the_sentences_of_a_window():
+    assert outlier_bound(2.9, 1) == 2.9 and outlier_bound(2.9, 0) == 2.9
+    bounds = [outlier_bound(2.9, n) for n in (1, 2, 8, 12)]
+    assert bounds == sorted(bounds) and 4.0 < bounds[2] < 4.1  # Sidak: 1 - (1 - 0.0036) ** (1 / 8)
+
+    sentence = "Heute sieht die Katze den Hund im Garten."  # 33 characters
+    rng = np.random.default_rng(0)
+    cuts = [speech(f"de{i}", sentence, "de", duration=33 / rng.uniform(11, 14)) for i in range(60)]
+    log_rates = sorted(np.log(33 / c.duration) for c in cuts)
+    median = float(np.median(log_rates))
+    mad = float(np.median(np.abs(np.array(log_rates) - median)))
+    slow = 33 / np.exp(median - 3.4 * mad)  # seconds: between the single-clip bound and the 8-sentence one
+    cuts.append(speech("slow-clip", sentence, "de", duration=slow))
+    typical = 33 / np.exp(median)
+    spans, start = [], 0.0
+    for k in range(8):
+        length = slow if k == 3 else typical
+        spans.append((start, length, sentence, "de"))
+        start += length + 0.5
+    cuts.append(cut_with("window", start, spans))
+    _, _, dropped = clean(cuts, only("rate_outlier"))
+    assert dropped == {"slow-clip": "rate_outlier"}  # one stray sentence of eight is chance, not a bad label
 
 
 def test_speaking_rate_in_tokens_with_tokenizer():
