@@ -126,9 +126,11 @@ class Job:
 
     def _clean(self) -> None:
         from asr.cli.prepare import clean
+        from asr.data.clean import RULES_VERSION
 
         out = self.corpus / "clean"
-        stamp = {"corpus": _read_json(self.corpus / "demo.json")["params"], "clean": to_dict(self.config.clean)}
+        stamp = {"corpus": _read_json(self.corpus / "demo.json")["params"], "clean": to_dict(self.config.clean),
+                 "rules_version": RULES_VERSION}
         if _read_json(out / "stamp.json") == stamp and (out / "kept_cuts.jsonl.gz").exists():
             print(f"reused: {out} (same corpus, same rules)")
             return

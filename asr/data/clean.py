@@ -94,6 +94,7 @@ from tqdm import tqdm
 
 from asr.config import CleanConfig
 
+RULES_VERSION = 2  # bump when the same config would keep other cuts (the main job redoes its cleaning)
 MAD_TO_SIGMA = 0.6745  # standard deviations in one median absolute deviation of a normal distribution
 RULES = (
     "duration",
