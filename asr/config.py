@@ -245,7 +245,7 @@ class JobConfig:
     """
 
     corpus: str | None = None  # a folder for the demo corpus (asr-prepare demo); unset: no data stages
-    hours: float = 1.0  # hours of training speech
+    hours: float = 6.0  # hours of training speech (the demo corpus's default, asr.data.demo.DEFAULT_HOURS)
     seed: int = 0
     corruption: float = 0.2  # share of training clips given a wrong label; 0 switches it off
     eval_clips: int = 30  # the fewest speech clips per language in dev and in test

@@ -5,7 +5,7 @@
     asr-prepare kaldi data/train --out manifests/kaldi [--language en]
     asr-prepare lhotse cuts.jsonl.gz --out manifests/theirs
     asr-prepare recipe librispeech /data/LibriSpeech --out manifests/librispeech [--download]
-    asr-prepare demo manifests/demo [--hours 1] [--seed 0]         # the offline synthetic corpus
+    asr-prepare demo manifests/demo [--hours 6] [--seed 0]         # the offline synthetic corpus
     asr-prepare clean manifests/demo/train_windows.jsonl.gz --out manifests/demo/clean [--set key=value]
     asr-prepare shar manifests/mine/cuts.jsonl.gz --out shards/mine
     asr-prepare tokenizer manifests/*/cuts.jsonl.gz --out tokenizer.model --vocab-size 4000
@@ -27,6 +27,7 @@ from lhotse import CutSet
 
 from asr.data import importers
 from asr.data.dataset import export_shar, open_cuts
+from asr.data.demo import DEFAULT_HOURS
 from asr.data.windows import window_cuts
 
 
@@ -75,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="synthesise the offline demo corpus (eSpeak NG, six languages)")
     demo.add_argument("out", type=Path)
-    demo.add_argument("--hours", type=float, default=1.0, help="hours of training speech")
+    demo.add_argument("--hours", type=float, default=DEFAULT_HOURS, help="hours of training speech")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--corruption", type=float, default=None,
                       help="share of train clips given a wrong label (default 0.2; 0 switches it off)")
@@ -142,7 +143,7 @@ def _demo(args) -> int:
     return 0
 
 
-def make_demo(out: Path, hours: float = 1.0, seed: int = 0, corruption: float | None = None,
+def make_demo(out: Path, hours: float = DEFAULT_HOURS, seed: int = 0, corruption: float | None = None,
               min_eval_clips: int = 30, workers: int = 2) -> None:
     """Synthesise (or reuse) the demo corpus in ``out`` and write each split's 30 s windows beside it.
     ``corruption``: the share of train clips given a wrong label (None: the default mix, 0: none)."""
