@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ctc_weight", type=float, default=None,
                         help="joint CTC/attention decoding of transcripts: the CTC head's weight in [0, 1); "
                              "default: asr.decoding.ctc.DEFAULT_WEIGHT with a CTC head, else 0")
+    parser.add_argument("--pieces", action="store_true",
+                        help="long-form transcription for the timestamp error cuts recordings at the CTC "
+                             "head's pauses (asr-transcribe --pieces True)")
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
     args = parser.parse_args(argv)
 
@@ -52,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         options = DecodingOptions(without_timestamps=True, beam_size=args.beam_size, ctc_weight=ctc_weight)
         trained_unpadded = config is not None and not config.features.pad_to_30s
         metrics, hyps = evaluate_cuts(model, tokenizer, cuts, args.tasks.split(","), args.batch_size, options,
-                                      progress=True, mask_padding=trained_unpadded)
+                                      progress=True, mask_padding=trained_unpadded, pieces=args.pieces)
     except (CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"asr-eval: error: {e}", file=sys.stderr)
         return 2

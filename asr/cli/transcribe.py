@@ -72,7 +72,7 @@ def transcribe_options(args: argparse.Namespace, mask_padding: bool = False,
         decoding=decoding, temperatures=temperatures(args.temperature, args.temperature_increment_on_fallback),
         compression_ratio_threshold=args.compression_ratio_threshold, logprob_threshold=args.logprob_threshold,
         no_speech_threshold=args.no_speech_threshold, condition_on_previous_text=args.condition_on_previous_text,
-        initial_prompt=args.initial_prompt, mask_padding=mask_padding,
+        initial_prompt=args.initial_prompt, mask_padding=mask_padding, pieces=args.pieces,
     )
 
 
@@ -140,6 +140,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no_speech_threshold", type=_optional(float), default=0.6,
                    help="<|nospeech|> probability above which an unlikely window counts as silence")
     p.add_argument("--without_timestamps", action="store_true", help="text only: one segment per 30 s window")
+    p.add_argument("--pieces", type=_bool, default=False,
+                   help="cut recordings at the pauses the CTC head hears and decode the pieces as clips, "
+                        "instead of 30 s window after window (True or False; needs a CTC head)")
     return p
 
 

@@ -36,9 +36,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from asr.audio import FRAMES_PER_SECOND, N_FRAMES, N_SAMPLES, AudioError, load_audio, log_mel_spectrogram
+from asr.audio import (FRAMES_PER_SECOND, N_FRAMES, N_SAMPLES, SAMPLE_RATE, AudioError, load_audio, log_mel_spectrogram,
+                       log_mel_spectrogram_batch)
 from asr.decoding.decode import DecodingOptions, DecodingResult
 from asr.decoding.fallback import TEMPERATURES, decode_with_fallback
+from asr.decoding.pauses import MARGIN, MAX_PIECE, ctc_speech, piece_bounds, speech_spans
 from asr.model import Model
 from asr.tokenizer import TIME_PRECISION, Tokenizer
 
@@ -63,6 +65,9 @@ class TranscribeOptions:
     # Give the encoder each window's true length, so it masks the zeros past a recording's end: for
     # models trained on unpadded clips (FeatureConfig.pad_to_30s false). False: Whisper's full windows.
     mask_padding: bool = False
+    # Cut the recording at the pauses its CTC head hears and decode the pieces as clips, in batches
+    # (``transcribe_in_pieces``), instead of window after window; needs a CTC head.
+    pieces: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "temperatures", tuple(self.temperatures))
@@ -263,6 +268,8 @@ def transcribe(model: Model, tokenizer: Tokenizer, audio: str | os.PathLike | np
 
     Returns the result dict (module docstring). Raises AudioError for a path that cannot be read.
     """
+    if options.pieces:
+        return transcribe_in_pieces(model, tokenizer, audio, options)
     recording = start_recording(audio, model, tokenizer, options)
     while not recording.done:
         decode_windows(model, tokenizer, [recording], options)
@@ -280,6 +287,13 @@ def transcribe_many(model: Model, tokenizer: Tokenizer, paths: Iterable[str | os
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if options.pieces:  # each recording's pieces make the batches
+        for path in paths:
+            try:
+                yield path, transcribe_in_pieces(model, tokenizer, path, options, batch_size)
+            except AudioError as error:
+                yield path, error
+        return
     queue, active, exhausted = iter(paths), [], False
     while True:
         while len(active) < batch_size and not exhausted:
@@ -302,3 +316,61 @@ def transcribe_many(model: Model, tokenizer: Tokenizer, paths: Iterable[str | os
 
 
 _END = object()  # the end of transcribe_many's queue of paths
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pieces cut at pauses
+
+
+def transcribe_in_pieces(model: Model, tokenizer: Tokenizer, audio: str | os.PathLike | np.ndarray,
+                         options: TranscribeOptions = TranscribeOptions(), batch_size: int = 16) -> dict:
+    """Transcribe one recording cut at the pauses its CTC head hears (``asr.decoding.pauses``).
+
+    Each piece (a sentence or a few, with a little audio either side) is decoded as a clip, with
+    timestamps and temperature fallback and without a prompt, ``batch_size`` pieces at a time; its
+    segments are shifted by the piece's start. A model trained mostly on clips transcribes them far
+    better than 30 s windows. ``decoding.language`` None detects it on the first batch's first piece.
+    Returns ``transcribe``'s result dict. Raises AudioError for a path that cannot be read.
+    """
+    if model.ctc is None:
+        raise ValueError("transcription in pieces needs a model with a CTC head (ModelDims.ctc_head)")
+    if isinstance(audio, (str, os.PathLike)):
+        audio = load_audio(audio)
+    audio = np.asarray(audio, dtype=np.float32)
+    duration = audio.size / SAMPLE_RATE
+    result = {"text": "", "segments": [], "language": options.decoding.language, "language_probs": None,
+              "no_speech": True}
+    if audio.size == 0 or float(np.abs(audio).max()) < SILENCE_PEAK:
+        return result
+    speech = ctc_speech(model, log_mel_spectrogram(audio, model.dims.n_mels), window_frames(model))
+    spans = speech_spans(speech, model.dims.audio_stride / FRAMES_PER_SECOND,
+                         max_piece=min(MAX_PIECE, window_frames(model) / FRAMES_PER_SECOND - 2 * MARGIN))
+    bounds = piece_bounds(spans, duration)
+    decoding = dataclasses.replace(options.decoding, prompt=None, without_timestamps=False)
+    segments = []
+    for first in range(0, len(bounds), batch_size):
+        batch = bounds[first: first + batch_size]
+        pieces = [audio[round(low * SAMPLE_RATE): round(high * SAMPLE_RATE)] for low, high in batch]
+        if not options.mask_padding:  # Whisper's models hear 30 s windows, zeros after the speech
+            pieces = [np.pad(piece, (0, max(0, N_SAMPLES - piece.size))) for piece in pieces]
+        mel, n_frames = log_mel_spectrogram_batch(pieces, model.dims.n_mels)
+        device = next(model.parameters()).device
+        results = decode_with_fallback(model, mel.to(device), n_frames.to(device) if options.mask_padding else None,
+                                       tokenizer, decoding, options.temperatures,
+                                       options.compression_ratio_threshold, options.logprob_threshold,
+                                       options.no_speech_threshold)
+        if decoding.language is None and results:
+            decoding = dataclasses.replace(decoding, language=results[0].language)
+            result["language"], result["language_probs"] = results[0].language, results[0].language_probs
+        for (low, high), n, decoded in zip(batch, n_frames.tolist(), results):
+            if decoded.no_speech:
+                continue
+            seek = round(low * FRAMES_PER_SECOND)
+            for start, end, tokens in split_segments(decoded.tokens, tokenizer, n)[0]:
+                text = tokenizer.decode(tokens)
+                start, end = min(start, high - low), min(end, high - low)  # not past the piece's audio
+                if start < end and text.strip():
+                    segments.append(_segment(len(segments), seek, low + start, low + end, text, tokens, decoded))
+    result["segments"], result["no_speech"] = segments, not segments
+    result["text"] = tokenizer.decode(t for s in segments for t in s["tokens"])
+    return result

@@ -24,6 +24,7 @@ from asr.data.dataset import load_cut_audio
 from asr.data.sequence import reference_text
 from asr.decoding import DecodingOptions, decode_features
 from asr.decoding.greedy import detect
+from asr.decoding.transcribe import TranscribeOptions, transcribe
 from asr.evaluate.metrics import language_id, no_speech, timestamp_error, translation_scores, word_error_rates
 from asr.model import Model
 from asr.tokenizer import Tokenizer
@@ -45,11 +46,13 @@ class _Hyp:
 
 def evaluate_cuts(model: Model, tokenizer: Tokenizer, cuts: Iterable[Cut], tasks: Iterable[str] = TASKS,
                   batch_size: int = 16, options: DecodingOptions | None = None,
-                  progress: bool = False, mask_padding: bool = False) -> tuple[dict, list[dict]]:
+                  progress: bool = False, mask_padding: bool = False,
+                  pieces: bool = False) -> tuple[dict, list[dict]]:
     """(metrics for ``asr.evaluate.report.write_report``, one hypothesis row per cut and task).
 
     mask_padding : long-form windows tell the encoder their true length (models trained on unpadded
-        clips; see ``TranscribeOptions``)"""
+        clips; see ``TranscribeOptions``)
+    pieces : long-form transcription cuts recordings at the CTC head's pauses (``TranscribeOptions``)"""
     tasks = tuple(tasks)
     unknown = set(tasks) - set(TASKS)
     if unknown:
@@ -63,7 +66,8 @@ def evaluate_cuts(model: Model, tokenizer: Tokenizer, cuts: Iterable[Cut], tasks
     metrics, rows = _score(hyps, tasks), _rows(hyps, tasks)
     if "timestamps" in tasks:
         long_form = [c for c in cuts if len(c.supervisions) > 1]
-        metrics["timestamps"], timed = _timestamps(model, tokenizer, long_form, options, mask_padding)
+        transcribing = TranscribeOptions(options, mask_padding=mask_padding, pieces=pieces)
+        metrics["timestamps"], timed = _timestamps(model, tokenizer, long_form, transcribing)
         rows += timed
     metrics["failed_cuts"] = failed
     return metrics, rows
@@ -131,18 +135,17 @@ def _score(hyps: list[_Hyp], tasks) -> dict:
     return metrics
 
 
-def _timestamps(model: Model, tokenizer: Tokenizer, cuts: list[Cut], options: DecodingOptions,
-                mask_padding: bool) -> tuple[dict, list[dict]]:
+def _timestamps(model: Model, tokenizer: Tokenizer, cuts: list[Cut],
+                options: TranscribeOptions) -> tuple[dict, list[dict]]:
     """Segment boundary error of long-form transcription (``options``' search, with timestamps) against
     the references' segment times, and one row per recording: its reference and transcribed segments
     (``segments`` as ``asr.decoding.transcribe`` gives them, so the subtitle writers take the row)."""
-    from asr.decoding.transcribe import TranscribeOptions, transcribe
-
     references, hypotheses, rows = [], [], []
     for cut in cuts:
         language = cut.supervisions[0].language
-        decoding = dataclasses.replace(options, task="transcribe", language=language, without_timestamps=False)
-        result = transcribe(model, tokenizer, load_cut_audio(cut), TranscribeOptions(decoding, mask_padding=mask_padding))
+        decoding = dataclasses.replace(options.decoding, task="transcribe", language=language,
+                                       without_timestamps=False)
+        result = transcribe(model, tokenizer, load_cut_audio(cut), dataclasses.replace(options, decoding=decoding))
         references.append([(s.start, s.end, s.text) for s in sorted(cut.supervisions, key=lambda s: s.start)])
         hypotheses.append([(s["start"], s["end"], s["text"]) for s in result["segments"]])
         rows.append({"id": cut.id, "task": "timestamps", "language": language, "reference_language": language,
