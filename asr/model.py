@@ -308,10 +308,10 @@ class Model(nn.Module):
         convolution stem whose output is as large as the positional embedding it is added to.
 
         The decoder's positions are learned, but a position only learns from sequences that reach it:
-        from random vectors, the positions past a short clip's length stayed noise, and the decoder lost
-        its place in long-form windows (measured on the demo corpus: teacher-forced accuracy 0.88 on a
-        window's first 20 tokens and 0.3 to 0.4 past the 40th, on training windows whose CTC output was
-        nearly perfect). Sinusoids give every position its place from the start.
+        from random vectors, the positions past a short clip's length start as noise. Sinusoids give
+        every position an ordered place from the start. They did not cure the decoder's weakness on
+        long-form windows (on the demo corpus, teacher-forced accuracy 0.88 on a window's first 20
+        tokens and 0.3 to 0.45 past the 40th, with random and with sinusoidal starts alike).
 
         With PyTorch's default convolution init the stem's output on Whisper's log-mel features (RMS
         0.3 to 0.5) has an RMS near 0.02 against the sinusoids' 0.7, so the first layer norm sees little
