@@ -169,10 +169,15 @@ class Job:
         # Five beams, as asr-transcribe searches by default; a CTC head joins the search (asr.decoding.ctc)
         # and cuts long recordings into pieces at its pauses (on the demo model: timestamp error 0.32 s
         # against 1.75 s window after window, in a third of the time).
-        pieces = ["--pieces"] if self.config.model.ctc_head else []
+        pieces = ["--pieces"] if self._in_pieces else []
         code = eval_cli.main(["--model", str(model), "--manifest", str(test), "--out", str(out),
                               "--run", str(self.run_dir), "--beam_size", str(EVAL_BEAMS), *pieces])
         return metrics, code
+
+    @property
+    def _in_pieces(self) -> bool:
+        """Whether the evaluation transcribes long recordings in pieces: with a CTC head to cut them."""
+        return self.config.model.ctc_head
 
     def _example(self, model: Path, test: Path) -> Path | None:
         """Show the test split's longest speech recording transcribed, beside its reference; the .srt's path.
@@ -192,8 +197,8 @@ class Job:
         audio = Path(cut.recording.sources[0].source)
         srt = self._eval_dir(test) / LONG_FORM_DIR / f"{cut.id}.srt"
         if _newer(srt, model):
-            how = "cut at the CTC head's pauses, as asr-transcribe --pieces True" if self.config.model.ctc_head \
-                else "window after window, as asr-transcribe"
+            how = ("cut at the CTC head's pauses, as asr-transcribe --pieces True" if self._in_pieces
+                   else "window after window, as asr-transcribe")
             print(f"transcribed by the evaluation ({how}; {EVAL_BEAMS} beams): {srt}")
         else:
             out = self.run_dir / "example"

@@ -227,13 +227,19 @@ def start_recording(audio: str | os.PathLike | np.ndarray, model: Model, tokeniz
 
     Raises AudioError for a path that cannot be read as audio.
     """
+    audio, silent = _read_audio(audio)
+    mel = log_mel_spectrogram(audio, model.dims.n_mels, padding=N_SAMPLES)
+    return Recording(mel, mel.shape[-1] - N_FRAMES, tokenizer, options, window_frames(model),
+                     model.dims.n_text_ctx, silent)
+
+
+def _read_audio(audio: str | os.PathLike | np.ndarray) -> tuple[np.ndarray, bool]:
+    """The samples as float32, and whether they are silence (none, or a peak below SILENCE_PEAK).
+    Raises AudioError for a path that cannot be read."""
     if isinstance(audio, (str, os.PathLike)):
         audio = load_audio(audio)
     audio = np.asarray(audio, dtype=np.float32)
-    mel = log_mel_spectrogram(audio, model.dims.n_mels, padding=N_SAMPLES)
-    silent = audio.size == 0 or float(np.abs(audio).max()) < SILENCE_PEAK
-    return Recording(mel, mel.shape[-1] - N_FRAMES, tokenizer, options, window_frames(model),
-                     model.dims.n_text_ctx, silent)
+    return audio, audio.size == 0 or float(np.abs(audio).max()) < SILENCE_PEAK
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -329,24 +335,24 @@ def transcribe_in_pieces(model: Model, tokenizer: Tokenizer, audio: str | os.Pat
     Each piece (a sentence or a few, with a little audio either side) is decoded as a clip, with
     timestamps and temperature fallback and without a prompt, ``batch_size`` pieces at a time; its
     segments are shifted by the piece's start. A model trained mostly on clips transcribes them far
-    better than 30 s windows. ``decoding.language`` None detects it on the first batch's first piece.
+    better than 30 s windows. ``decoding.language`` None: the first batch's pieces each detect their
+    own, and the later batches take the first piece's (which the result reports).
     Returns ``transcribe``'s result dict. Raises AudioError for a path that cannot be read.
     """
     if model.ctc is None:
         raise ValueError("transcription in pieces needs a model with a CTC head (ModelDims.ctc_head)")
-    if isinstance(audio, (str, os.PathLike)):
-        audio = load_audio(audio)
-    audio = np.asarray(audio, dtype=np.float32)
+    audio, silent = _read_audio(audio)
     duration = audio.size / SAMPLE_RATE
     result = {"text": "", "segments": [], "language": options.decoding.language, "language_probs": None,
               "no_speech": True}
-    if audio.size == 0 or float(np.abs(audio).max()) < SILENCE_PEAK:
+    if silent:
         return result
     speech = ctc_speech(model, log_mel_spectrogram(audio, model.dims.n_mels), window_frames(model))
     spans = speech_spans(speech, model.dims.audio_stride / FRAMES_PER_SECOND,
                          max_piece=min(MAX_PIECE, window_frames(model) / FRAMES_PER_SECOND - 2 * MARGIN))
     bounds = piece_bounds(spans, duration)
     decoding = dataclasses.replace(options.decoding, prompt=None, without_timestamps=False)
+    device = next(model.parameters()).device
     segments = []
     for first in range(0, len(bounds), batch_size):
         batch = bounds[first: first + batch_size]
@@ -354,7 +360,6 @@ def transcribe_in_pieces(model: Model, tokenizer: Tokenizer, audio: str | os.Pat
         if not options.mask_padding:  # Whisper's models hear 30 s windows, zeros after the speech
             pieces = [np.pad(piece, (0, max(0, N_SAMPLES - piece.size))) for piece in pieces]
         mel, n_frames = log_mel_spectrogram_batch(pieces, model.dims.n_mels)
-        device = next(model.parameters()).device
         results = decode_with_fallback(model, mel.to(device), n_frames.to(device) if options.mask_padding else None,
                                        tokenizer, decoding, options.temperatures,
                                        options.compression_ratio_threshold, options.logprob_threshold,
