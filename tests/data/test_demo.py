@@ -78,6 +78,16 @@ def test_the_corpus_voice_variants_exist():
     variants = set(synth.voice_variants())
     assert {"m1", "f1", "m7"} <= variants
     assert set(demo.VARIANTS["train"]) | set(demo.VARIANTS["test"]) <= variants
+    assert set(demo.VARIANTS["train"]).isdisjoint(demo.VARIANTS["test"])  # the test's voices are unheard
+
+
+def test_the_training_voices_keep_the_tempo():
+    """A voice that speaks slower or faster than the rest would look like a wrong label to the
+    cleaning's speaking-rate rules; every training voice stays within a tenth of m1's duration."""
+    text = "Every morning the grandmother waits for the teacher at the station."
+    reference = len(synth.synthesize(text, "en", "m1"))
+    ratios = {v: len(synth.synthesize(text, "en", v)) / reference for v in demo.VARIANTS["train"]}
+    assert {v: r for v, r in ratios.items() if not 0.9 <= r <= 1.1} == {}
 
 
 # ---- grammar ----------------------------------------------------------------------------------------
