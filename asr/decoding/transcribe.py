@@ -40,7 +40,7 @@ from asr.audio import (FRAMES_PER_SECOND, N_FRAMES, N_SAMPLES, SAMPLE_RATE, Audi
                        log_mel_spectrogram_batch)
 from asr.decoding.decode import DecodingOptions, DecodingResult
 from asr.decoding.fallback import TEMPERATURES, decode_with_fallback
-from asr.decoding.pauses import MARGIN, MAX_PIECE, ctc_speech, piece_bounds, speech_spans
+from asr.decoding.pauses import MARGIN, MAX_PIECE, ctc_speech, fit_to_span, piece_bounds, speech_spans
 from asr.model import Model
 from asr.tokenizer import TIME_PRECISION, Tokenizer
 
@@ -334,7 +334,8 @@ def transcribe_in_pieces(model: Model, tokenizer: Tokenizer, audio: str | os.Pat
 
     Each piece (a sentence or a few, with a little audio either side) is decoded as a clip, with
     timestamps and temperature fallback and without a prompt, ``batch_size`` pieces at a time; its
-    segments are shifted by the piece's start. A model trained mostly on clips transcribes them far
+    segments are shifted by the piece's start, and its first and last segment take their outer times
+    from the piece's speech span (``fit_to_span``). A model trained mostly on clips transcribes them far
     better than 30 s windows. ``decoding.language`` None: the first batch's pieces each detect their
     own, and the later batches take the first piece's (which the result reports).
     Returns ``transcribe``'s result dict. Raises AudioError for a path that cannot be read.
@@ -367,15 +368,19 @@ def transcribe_in_pieces(model: Model, tokenizer: Tokenizer, audio: str | os.Pat
         if decoding.language is None and results:
             decoding = dataclasses.replace(decoding, language=results[0].language)
             result["language"], result["language_probs"] = results[0].language, results[0].language_probs
-        for (low, high), n, decoded in zip(batch, n_frames.tolist(), results):
+        for (low, high), span, n, decoded in zip(batch, spans[first: first + batch_size], n_frames.tolist(), results):
             if decoded.no_speech:
                 continue
             seek = round(low * FRAMES_PER_SECOND)
+            piece = []
             for start, end, tokens in split_segments(decoded.tokens, tokenizer, n)[0]:
                 text = tokenizer.decode(tokens)
                 start, end = min(start, high - low), min(end, high - low)  # not past the piece's audio
                 if start < end and text.strip():
-                    segments.append(_segment(len(segments), seek, low + start, low + end, text, tokens, decoded))
+                    piece.append((low + start, low + end, text, tokens))
+            times = fit_to_span([(start, end) for start, end, _, _ in piece], span)
+            for (start, end), (_, _, text, tokens) in zip(times, piece):
+                segments.append(_segment(len(segments), seek, start, end, text, tokens, decoded))
     result["segments"], result["no_speech"] = segments, not segments
     result["text"] = tokenizer.decode(t for s in segments for t in s["tokens"])
     return result

@@ -6,7 +6,7 @@ import torch
 
 import asr.decoding.transcribe as transcribe_module
 from asr.decoding import DecodingOptions
-from asr.decoding.pauses import ctc_speech, piece_bounds, speech_spans
+from asr.decoding.pauses import ctc_speech, fit_to_span, piece_bounds, speech_spans
 from asr.decoding.transcribe import TranscribeOptions, transcribe
 from asr.model import Model, ModelDims
 
@@ -38,6 +38,13 @@ def test_long_spans_are_split_evenly():
 def test_piece_bounds_keep_margins_within_the_recording_and_the_pauses():
     bounds = piece_bounds([(0.1, 2.0), (2.4, 5.0), (8.0, 9.9)], duration=10.0, margin=0.3)
     assert [t for bound in bounds for t in bound] == pytest.approx([0.0, 2.2, 2.2, 5.3, 7.7, 10.0])
+
+
+def test_a_pieces_outer_segment_times_come_from_its_speech_span():
+    assert fit_to_span([(0.4, 2.6)], (0.3, 2.2)) == [(0.3, 2.2)]
+    assert fit_to_span([(0.4, 1.2), (1.3, 2.6)], (0.3, 2.2)) == [(0.3, 1.2), (1.3, 2.2)]  # inner ones kept
+    assert fit_to_span([(0.1, 0.2), (1.0, 1.5)], (0.3, 0.9)) == [(0.1, 0.2), (1.0, 1.5)]  # never reversed
+    assert fit_to_span([], (0.3, 2.2)) == []
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +80,9 @@ def test_pieces_are_decoded_as_clips_and_their_segments_shifted(model, tokenizer
     for segment in result["segments"]:
         piece = 0.7 if segment["seek"] == 70 else 5.7
         assert piece <= segment["start"] < segment["end"] <= piece + 2.6  # within its piece's audio
+    for seek, span in ((70, (1.0, 3.0)), (570, (6.0, 8.0))):  # the outer times are the speech span's
+        piece = [s for s in result["segments"] if s["seek"] == seek]
+        assert (piece[0]["start"], piece[-1]["end"]) == pytest.approx(span)
     assert result["language"] == "en" and result["text"] == tokenizer.decode(
         t for s in result["segments"] for t in s["tokens"])
 
