@@ -54,10 +54,7 @@ class DecodingOptions:
     suppress_blank: bool = True  # no blank or <|endoftext|> as the first token
     # Joint CTC/attention decoding (asr.decoding.ctc): the CTC head's prefix scores get this weight,
     # the decoder's 1 - weight; 0: the decoder alone. Transcription only: the CTC head hears the
-    # spoken words, not their translation, so translation decodes with the decoder alone. And without
-    # timestamps only: CTC has no classes for them, and lent the best text piece's score they cut
-    # segments short or jump past the audio (the demo model's long-form test recordings, in pieces:
-    # 90 of 155 segments found jointly, 144 by the decoder alone).
+    # spoken words, not their translation, so translation decodes with the decoder alone.
     ctc_weight: float = 0.0
     # Text ids never generated; -1 stands for asr.decoding.filters.non_speech_tokens. Also accepted as
     # Whisper's string "-1" or "-1,220". Special tokens other than eot and timestamps are always suppressed.
@@ -220,8 +217,8 @@ def decode_features(model: Model, xa: Tensor, audio_mask: Tensor | None, tokeniz
     sample_begin = len(prompts[0])
     n_steps = min(options.sample_len or n_text_ctx // 2, n_text_ctx - sample_begin)
 
-    joint = options.task == "transcribe" and options.without_timestamps
-    ctc = joint_ctc(model, xa, audio_mask, options.ctc_weight if joint else 0.0, n_group, sample_begin, tokenizer.eot)
+    ctc = joint_ctc(model, xa, audio_mask, options.ctc_weight if options.task == "transcribe" else 0.0,
+                    n_group, sample_begin, tokenizer.eot)
     # One row per beam or sample, item after item.
     tokens = torch.tensor(prompts, device=xa.device).repeat_interleave(n_group, dim=0)
     xa = xa.repeat_interleave(n_group, dim=0)

@@ -69,12 +69,14 @@ def test_pieces_are_decoded_as_clips_and_their_segments_shifted(model, tokenizer
     decoded = []
     decode = transcribe_module.decode_with_fallback
     monkeypatch.setattr(transcribe_module, "decode_with_fallback",
-                        lambda model, mel, n_frames, *args: decoded.append(n_frames.tolist())
-                        or decode(model, mel, n_frames, *args))
-    options = TranscribeOptions(DecodingOptions(language="en"), temperatures=(0.0,), no_speech_threshold=None,
-                                mask_padding=True, pieces=True)
+                        lambda model, mel, n_frames, tokenizer, decoding, *args:
+                        decoded.append((n_frames.tolist(), decoding.ctc_weight))
+                        or decode(model, mel, n_frames, tokenizer, decoding, *args))
+    options = TranscribeOptions(DecodingOptions(language="en", ctc_weight=0.5), temperatures=(0.0,),
+                                no_speech_threshold=None, mask_padding=True, pieces=True)
     result = transcribe(model, tokenizer, audio, options)
-    assert decoded == [[260, 260]]  # both pieces in one batch: 2 s of speech and 0.3 s either side
+    # Both pieces in one batch (2 s of speech and 0.3 s either side), by the decoder alone.
+    assert decoded == [([260, 260], 0.0)]
     starts = sorted({s["seek"] for s in result["segments"]})
     assert starts == [70, 570]  # each piece's segments start from its own 0.7 s / 5.7 s
     for segment in result["segments"]:
