@@ -3,7 +3,7 @@
     speech = ctc_speech(model, mel, window_frames)           # (n_positions,) bool: a label is heard
     spans = speech_spans(speech, model.dims.audio_stride / FRAMES_PER_SECOND)
     bounds = piece_bounds(spans, duration)                   # [(start, end)] in seconds, with margins
-    times = fit_to_span(times, spans[k])                     # piece k's segment times, the outer ones its span's
+    times = fit_to_span(times, spans[k])                     # piece k's segment times, outer ends its span's
 
 A CTC head marks heard speech with spikes of non-blank labels and everything else, pauses included,
 with blanks. Spikes closer than ``MIN_PAUSE`` belong to one span (a word's letters are a few positions

@@ -334,10 +334,9 @@ def transcribe_in_pieces(model: Model, tokenizer: Tokenizer, audio: str | os.Pat
 
     Each piece (a sentence or a few, with a little audio either side) is decoded as a clip by the
     decoder alone (no joint CTC scores), with timestamps and temperature fallback and without a
-    prompt, ``batch_size`` pieces at a time; its
-    segments are shifted by the piece's start, and its first and last segment take their outer times
-    from the piece's speech span (``fit_to_span``). A model trained mostly on clips transcribes them far
-    better than 30 s windows. ``decoding.language`` None: the first batch's pieces each detect their
+    prompt, ``batch_size`` pieces at a time; its segments are shifted by the piece's start, and its
+    first and last segment take their outer times from the piece's speech span (``fit_to_span``). A
+    model trained mostly on clips transcribes them far better than 30 s windows. ``decoding.language`` None: the first batch's pieces each detect their
     own, and the later batches take the first piece's (which the result reports).
     Returns ``transcribe``'s result dict. Raises AudioError for a path that cannot be read.
     """
@@ -372,7 +371,8 @@ def transcribe_in_pieces(model: Model, tokenizer: Tokenizer, audio: str | os.Pat
         if decoding.language is None and results:
             decoding = dataclasses.replace(decoding, language=results[0].language)
             result["language"], result["language_probs"] = results[0].language, results[0].language_probs
-        for (low, high), span, n, decoded in zip(batch, spans[first: first + batch_size], n_frames.tolist(), results):
+        batch_spans = spans[first: first + batch_size]
+        for (low, high), span, n, decoded in zip(batch, batch_spans, n_frames.tolist(), results):
             if decoded.no_speech:
                 continue
             seek = round(low * FRAMES_PER_SECOND)
