@@ -336,8 +336,9 @@ def transcribe_in_pieces(model: Model, tokenizer: Tokenizer, audio: str | os.Pat
     decoder alone (no joint CTC scores), with timestamps and temperature fallback and without a
     prompt, ``batch_size`` pieces at a time; its segments are shifted by the piece's start, and its
     first and last segment take their outer times from the piece's speech span (``fit_to_span``). A
-    model trained mostly on clips transcribes them far better than 30 s windows. ``decoding.language`` None: the first batch's pieces each detect their
-    own, and the later batches take the first piece's (which the result reports).
+    model trained mostly on clips transcribes them far better than 30 s windows.
+    ``decoding.language`` None: the first batch's pieces each detect their own, and the later batches
+    take the first piece's (which the result reports).
     Returns ``transcribe``'s result dict. Raises AudioError for a path that cannot be read.
     """
     if model.ctc is None:
@@ -348,9 +349,10 @@ def transcribe_in_pieces(model: Model, tokenizer: Tokenizer, audio: str | os.Pat
               "no_speech": True}
     if silent:
         return result
-    speech = ctc_speech(model, log_mel_spectrogram(audio, model.dims.n_mels), window_frames(model))
+    frames = window_frames(model)
+    speech = ctc_speech(model, log_mel_spectrogram(audio, model.dims.n_mels), frames)
     spans = speech_spans(speech, model.dims.audio_stride / FRAMES_PER_SECOND,
-                         max_piece=min(MAX_PIECE, window_frames(model) / FRAMES_PER_SECOND - 2 * MARGIN))
+                         max_piece=min(MAX_PIECE, frames / FRAMES_PER_SECOND - 2 * MARGIN))
     bounds = piece_bounds(spans, duration)
     # The decoder alone: CTC has no classes for timestamps, and a joint search that scores them like the
     # best text piece cut pieces' segments short (demo model, long-form test: 90 of 155 segments found

@@ -356,3 +356,9 @@ def test_another_seed_gives_another_corpus(corpus, tmp_path):
     assert all(_manifest_lines(other, split) != _manifest_lines(corpus, split) for split in SPLITS)
     first = "audio/train/demo-train-00000.flac"
     assert _audio_files(other)[first] != _audio_files(corpus)[first]
+
+
+def test_the_job_makes_the_corpus_default_size():
+    from asr.config import JobConfig
+
+    assert JobConfig().hours == demo.DEFAULT_HOURS  # a twin: asr.config does not import the corpus module
