@@ -49,6 +49,11 @@ class ModelConfig:
     n_text_head: int = 6
     n_text_layer: int = 4
     ctc_head: bool = False  # a linear CTC head on the encoder output (joint CTC/attention training)
+    # A translation CTC branch (optim.translation_ctc_weight; asr.model.TranslationCTC): its
+    # self-attention blocks, and whether its gradient stops at the encoder output
+    translation_ctc_head: bool = False
+    n_translation_ctc_layer: int = 0
+    translation_ctc_detached: bool = False
     # Mel frames per encoder position: 2 is Whisper's (50 per second); 4 (25 per second) halves the
     # encoder's work; with it, n_audio_ctx 750 covers 30 s.
     audio_stride: int = 2
@@ -119,10 +124,15 @@ class OptimConfig:
     # The first this many steps train the CTC loss alone (weight 1), so that a from-scratch encoder
     # learns to hear before the decoder can lean on the text it has learnt; then ctc_weight.
     ctc_only_steps: int = 0
+    # The translation CTC loss's weight (model.translation_ctc_head), added on top of the other two
+    # terms, the CTC-only steps included. Joint decoding with the branch is what translates better.
+    translation_ctc_weight: float = 0.0
 
     def __post_init__(self):
         if not 0.0 <= self.ctc_weight <= 1.0:
             raise ValueError(f"ctc_weight must be in [0, 1], got {self.ctc_weight}")
+        if self.translation_ctc_weight < 0:
+            raise ValueError(f"translation_ctc_weight must be at least 0, got {self.translation_ctc_weight}")
         if self.ctc_only_steps < 0:
             raise ValueError(f"ctc_only_steps must be at least 0, got {self.ctc_only_steps}")
         if self.ctc_only_steps and self.ctc_weight == 0:

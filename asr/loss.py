@@ -6,6 +6,11 @@ with label smoothing; the CTC term is the summed CTC loss of the batch's cuts wh
 known (translation-only pairs have none), against their transcripts' text ids, over the number of those
 target ids, so both terms are per target token. No-speech cuts (an empty target) take CTC loss too; the
 denominator never falls below the number of cuts, so a batch of silence stays on the same scale.
+
+With a translation CTC head (ESPnet-ST's translation CTC) a third term, the same CTC loss against the
+English translation of each cut whose translation is known:
+``loss = (1 - w) * attention + w * ctc + wt * translation_ctc``: added on top, so the balance of the
+other two stays as it was.
 """
 
 from __future__ import annotations
@@ -25,13 +30,16 @@ class Loss(NamedTuple):
     attention: Tensor  # mean cross-entropy per target token (with label smoothing)
     ctc: Tensor  # CTC loss per target token of the cuts with known words; 0 when not used
     n_tokens: int  # target tokens that took loss
+    translation_ctc: Tensor | None = None  # the translation CTC head's loss per target token; None when not used
 
 
 def multitask_loss(output: Output, batch: dict, label_smoothing: float = 0.0, ctc_weight: float = 0.0,
-                   ctc_blank: int | None = None) -> Loss:
+                   ctc_blank: int | None = None, translation_ctc_weight: float = 0.0) -> Loss:
     """
-    output : the model's Output: logits (B, L, V), ctc_logits (B, T, V + 1) or None, audio_lengths (B,) or None
-    batch : a MultitaskDataset batch (labels, ctc_targets, ctc_lengths, ctc_valid)
+    output : the model's Output: logits (B, L, V), ctc_logits (B, T, V + 1) or None, audio_lengths (B,) or
+        None, translation_ctc_logits (B, T, V + 1) or None
+    batch : a MultitaskDataset batch (labels, ctc_targets, ctc_lengths, ctc_valid, and the translation_ctc_
+        fields when translation_ctc_weight > 0)
     """
     labels = batch["labels"].to(output.logits.device)
     n_tokens = int((labels != IGNORE).sum())
@@ -41,23 +49,36 @@ def multitask_loss(output: Output, batch: dict, label_smoothing: float = 0.0, ct
     if ctc_weight > 0:
         if output.ctc_logits is None:
             raise ValueError("ctc_weight > 0 needs a model with a CTC head (model.ctc_head: true)")
-        ctc = _ctc_loss(output, batch, ctc_blank if ctc_blank is not None else output.ctc_logits.shape[-1] - 1)
-    return Loss((1 - ctc_weight) * attention + ctc_weight * ctc, attention, ctc, n_tokens)
+        ctc = _ctc_loss(output.ctc_logits, output.audio_lengths, batch, "ctc",
+                        ctc_blank if ctc_blank is not None else output.ctc_logits.shape[-1] - 1)
+    total = (1 - ctc_weight) * attention + ctc_weight * ctc
+    translation = None
+    if translation_ctc_weight > 0:
+        logits = output.translation_ctc_logits
+        if logits is None:
+            raise ValueError("translation_ctc_weight > 0 needs a model with a translation CTC head "
+                             "(model.translation_ctc_head: true)")
+        translation = _ctc_loss(logits, output.audio_lengths, batch, "translation_ctc",
+                                ctc_blank if ctc_blank is not None else logits.shape[-1] - 1)
+        total = total + translation_ctc_weight * translation
+    return Loss(total, attention, ctc, n_tokens, translation)
 
 
-def _ctc_loss(output: Output, batch: dict, blank: int) -> Tensor:
-    device = output.ctc_logits.device
-    valid = batch["ctc_valid"].to(device)
+def _ctc_loss(ctc_logits: Tensor, audio_lengths: Tensor | None, batch: dict, prefix: str, blank: int) -> Tensor:
+    """The CTC loss of ``ctc_logits`` against the batch's ``{prefix}_targets`` where ``{prefix}_valid``."""
+    device = ctc_logits.device
+    valid = batch[f"{prefix}_valid"].to(device)
     if not bool(valid.any()):
-        return output.ctc_logits.sum() * 0.0  # keeps the graph connected for every rank
-    batch_size, n_positions, _ = output.ctc_logits.shape
-    input_lengths = (output.audio_lengths if output.audio_lengths is not None
+        return ctc_logits.sum() * 0.0  # keeps the graph connected for every rank
+    batch_size, n_positions, _ = ctc_logits.shape
+    input_lengths = (audio_lengths if audio_lengths is not None
                      else torch.full((batch_size,), n_positions, device=device))
-    log_probs = output.ctc_logits.float().log_softmax(-1).transpose(0, 1)  # (T, B, V + 1)
-    per_cut = F.ctc_loss(log_probs, batch["ctc_targets"].to(device), input_lengths.to(device),
-                         batch["ctc_lengths"].to(device), blank=blank, reduction="none", zero_infinity=True)
+    lengths = batch[f"{prefix}_lengths"].to(device)
+    log_probs = ctc_logits.float().log_softmax(-1).transpose(0, 1)  # (T, B, V + 1)
+    per_cut = F.ctc_loss(log_probs, batch[f"{prefix}_targets"].to(device), input_lengths.to(device),
+                         lengths, blank=blank, reduction="none", zero_infinity=True)
     # Per target token over the whole batch (ESPnet sums per utterance; the attention term here is per
     # token). Per cut, an empty target would divide by zero; per encoder position (tried first) made
     # the term about ten times weaker than the attention term for the same weight.
-    n_targets = (batch["ctc_lengths"].to(device) * valid).sum()
+    n_targets = (lengths * valid).sum()
     return (per_cut * valid).sum() / torch.maximum(n_targets, valid.sum()).clamp(min=1)

@@ -43,6 +43,11 @@ class ModelDims:
     n_text_layer: int
     ctc_head: bool = False  # adds a CTC projection over n_ctc_vocab + 1 classes; the blank is the last
     n_ctc_vocab: int = 0  # CTC classes before the blank: the first ids (the text pieces); 0: all n_vocab
+    # A translation CTC branch on the encoder output, over the same classes, trained on the English
+    # translation of the heard words (ESPnet-ST's translation CTC); see TranslationCTC.
+    translation_ctc_head: bool = False
+    n_translation_ctc_layer: int = 0  # self-attention blocks in the branch before its projection
+    translation_ctc_detached: bool = False  # the branch's gradient stops at the encoder output
     # Mel frames (10 ms) per encoder position: 2 is Whisper's (50 per second); 4 strides the first
     # convolution too (25 per second). Timestamp tokens stay on their 20 ms grid either way.
     audio_stride: int = 2
@@ -65,6 +70,7 @@ class Output(NamedTuple):
     logits: Tensor  # (batch, n_tokens, n_vocab), float32
     ctc_logits: Tensor | None  # (batch, n_audio_frames, ctc_blank + 1), float32; None without a CTC head
     audio_lengths: Tensor | None  # (batch,) valid encoder positions; None when nothing is padded
+    translation_ctc_logits: Tensor | None = None  # like ctc_logits, from the translation CTC head
 
 
 AUDIO_STRIDES = (2, 4)  # mel frames per encoder position that the convolution stem can give
@@ -240,6 +246,28 @@ class AudioEncoder(nn.Module):
         return self.ln_post(x), mask
 
 
+class TranslationCTC(nn.Module):
+    """The translation CTC branch: ``n_layer`` self-attention blocks and a layer norm (none at 0), then a
+    linear projection over the CTC classes, on the encoder output. Detached, its gradient stops at the
+    encoder output: the encoder keeps to the heard words, and the branch learns their English on its own."""
+
+    def __init__(self, n_state: int, n_head: int, n_layer: int, n_classes: int, detached: bool):
+        super().__init__()
+        self.blocks = nn.ModuleList([ResidualAttentionBlock(n_state, n_head) for _ in range(n_layer)])
+        self.ln = LayerNorm(n_state) if n_layer else None
+        self.proj = nn.Linear(n_state, n_classes)
+        self.detached = detached
+
+    def forward(self, xa: Tensor, audio_mask: Tensor | None = None) -> Tensor:
+        x = xa.detach() if self.detached else xa
+        attn_mask = None if audio_mask is None else audio_mask[:, None, None, :]
+        for block in self.blocks:
+            x = block(x, self_mask=attn_mask)
+        if self.ln is not None:
+            x = self.ln(x)
+        return self.proj(x).float()
+
+
 class TextDecoder(nn.Module):
     def __init__(self, n_vocab: int, n_ctx: int, n_state: int, n_head: int, n_layer: int):
         super().__init__()
@@ -293,6 +321,9 @@ class Model(nn.Module):
         self.decoder = TextDecoder(dims.n_vocab, dims.n_text_ctx, dims.n_text_state,
                                    dims.n_text_head, dims.n_text_layer)
         self.ctc = nn.Linear(dims.n_audio_state, self.ctc_blank + 1) if dims.ctc_head else None
+        self.ctc_translation = (
+            TranslationCTC(dims.n_audio_state, dims.n_audio_head, dims.n_translation_ctc_layer, self.ctc_blank + 1,
+                           dims.translation_ctc_detached) if dims.translation_ctc_head else None)
         self.reset_parameters()
 
     @property
@@ -354,6 +385,13 @@ class Model(nn.Module):
             raise ValueError("this model has no CTC head (ModelDims.ctc_head is false)")
         return self.ctc(xa).float()
 
+    def translation_ctc_logits(self, xa: Tensor, audio_mask: Tensor | None = None) -> Tensor:
+        """Like ``ctc_logits``, over the English translation's text pieces; ``audio_mask`` as the encoder
+        gives it (True at valid positions), for the branch's self-attention."""
+        if self.ctc_translation is None:
+            raise ValueError("this model has no translation CTC head (ModelDims.translation_ctc_head is false)")
+        return self.ctc_translation(xa, audio_mask)
+
     def forward(self, mel: Tensor, tokens: Tensor, n_frames: Tensor | None = None) -> Output:
         """
         mel : shape = (batch, n_mels, n_frames_max)
@@ -363,5 +401,6 @@ class Model(nn.Module):
         xa, audio_mask = self.encoder(mel, n_frames)
         logits = self.decoder(tokens, xa, audio_mask)
         ctc_logits = self.ctc_logits(xa) if self.ctc is not None else None
+        translation = self.translation_ctc_logits(xa, audio_mask) if self.ctc_translation is not None else None
         lengths = None if audio_mask is None else audio_mask.sum(-1)
-        return Output(logits, ctc_logits, lengths)
+        return Output(logits, ctc_logits, lengths, translation)

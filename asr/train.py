@@ -248,7 +248,7 @@ def _model(config: Config, tokenizer: Tokenizer) -> Model:
                 f"{tokenizer.n_vocab}; starting from a checkpoint needs the same vocabulary (set tokenizer.path "
                 "to its tokenizer; fine-tuning with Whisper's own BPE vocabulary is not supported yet)")
         missing, unexpected = model.load_state_dict(loaded.model.state_dict(), strict=False)
-        if unexpected or [k for k in missing if not k.startswith("ctc.")]:
+        if unexpected or [k for k in missing if not k.startswith(("ctc.", "ctc_translation."))]:
             raise TrainingError(f"{config.train.init_from}: weights do not fit model dims "
                                 f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
     model.set_activation_checkpointing(config.train.activation_checkpointing)
@@ -333,7 +333,8 @@ def _train_on(run: Run, batch: dict, window: "_Window") -> bool:
     try:
         output = run.engine(batch["mel"].to(device), batch["tokens"].to(device), batch["n_frames"].to(device))
         loss = multitask_loss(output, batch, run.config.optim.label_smoothing,
-                              ctc_weight_at(run.state.step, run.config.optim), run.engine.module.ctc_blank)
+                              ctc_weight_at(run.state.step, run.config.optim), run.engine.module.ctc_blank,
+                              run.config.optim.translation_ctc_weight)
     except torch.OutOfMemoryError:
         raise TrainingError(
             f"out of memory on a batch of {batch['audio_seconds']:.0f} s of audio: lower data.max_duration "
@@ -404,7 +405,7 @@ class _Window:
         self.reset()
 
     def reset(self) -> None:
-        self.loss = self.attention = self.ctc = 0.0
+        self.loss = self.attention = self.ctc = self.translation_ctc = 0.0
         self.micro = self.tokens = 0
         self.audio_seconds = self.padding = 0.0
         self.started = time.time()
@@ -413,6 +414,7 @@ class _Window:
         self.loss += loss.total.item()
         self.attention += loss.attention.item()
         self.ctc += loss.ctc.item()
+        self.translation_ctc += 0.0 if loss.translation_ctc is None else loss.translation_ctc.item()
         self.micro += 1
         self.tokens += loss.n_tokens
         self.audio_seconds += batch["audio_seconds"]
@@ -420,14 +422,15 @@ class _Window:
 
     def summary(self, device: torch.device) -> dict:
         """Means over micro-batches of every rank; rates summed over ranks."""
-        sums = torch.tensor([self.loss, self.attention, self.ctc, self.micro, self.tokens, self.audio_seconds,
-                             self.padding], dtype=torch.float64, device=device)
+        sums = torch.tensor([self.loss, self.attention, self.ctc, self.translation_ctc, self.micro, self.tokens,
+                             self.audio_seconds, self.padding], dtype=torch.float64, device=device)
         if dist.get_world_size() > 1:
             dist.all_reduce(sums)
-        loss, attention, ctc, micro, tokens, seconds, padding = sums.tolist()
+        loss, attention, ctc, translation_ctc, micro, tokens, seconds, padding = sums.tolist()
         elapsed = max(time.time() - self.started, 1e-9)
         micro = max(micro, 1)
         return {"loss": loss / micro, "attention_loss": attention / micro, "ctc_loss": ctc / micro,
+                **({"translation_ctc_loss": translation_ctc / micro} if translation_ctc else {}),
                 "tokens_per_s": tokens / elapsed, "audio_hours_per_s": seconds / 3600 / elapsed,
                 "padding": padding / micro}
 

@@ -68,3 +68,27 @@ def test_ctc_of_silence_counts_beside_speech_and_alone_is_per_cut():
 def test_ctc_weight_without_a_head_is_a_clear_error():
     with pytest.raises(ValueError, match="CTC head"):
         multitask_loss(Output(torch.zeros(1, 1, 2), None, None), batch([[0]], [[0]], [1], [True]), ctc_weight=0.3)
+
+
+def test_translation_ctc_is_a_third_term_on_its_own_targets():
+    # The translation head scores the English targets (hand count as above: [0] over 2 uniform positions
+    # is log 3); the second cut has no known translation and its garbage must not count.
+    ctc_logits = torch.zeros(2, 2, 3)
+    translation_logits = torch.zeros(2, 2, 3)
+    translation_logits[1] = 100.0 * torch.randn(2, 3)
+    b = batch([[0], [0]], [[0, 0], [0, 1]], [1, 2], [True, True])
+    b |= {"translation_ctc_targets": torch.tensor([[0], [1]]), "translation_ctc_lengths": torch.tensor([1, 1]),
+          "translation_ctc_valid": torch.tensor([True, False])}
+    output = Output(torch.zeros(2, 1, 2), ctc_logits, None, translation_logits)
+    loss = multitask_loss(output, b, ctc_weight=0.3, translation_ctc_weight=0.2)
+    assert loss.translation_ctc.item() == pytest.approx(math.log(3), rel=1e-5)
+    expected = 0.7 * loss.attention.item() + 0.3 * loss.ctc.item() + 0.2 * math.log(3)  # added on top
+    assert loss.total.item() == pytest.approx(expected, rel=1e-5)
+    assert multitask_loss(output, b, ctc_weight=0.3).translation_ctc is None  # off: no term
+
+
+def test_translation_ctc_weight_without_its_head_is_a_clear_error():
+    b = batch([[0]], [[0]], [1], [True])
+    with pytest.raises(ValueError, match="translation CTC head"):
+        multitask_loss(Output(torch.zeros(1, 1, 2), torch.zeros(1, 2, 3), None), b, ctc_weight=0.3,
+                       translation_ctc_weight=0.2)

@@ -267,6 +267,37 @@ def test_ctc_head_over_the_text_pieces_puts_the_blank_after_them():
     assert Model(small_dims(ctc_head=True)).ctc_blank == 100  # without n_ctc_vocab: after the whole vocabulary
 
 
+def test_translation_ctc_head_is_a_second_head_over_the_same_classes():
+    from asr.config import ModelConfig
+
+    config = ModelConfig(n_mels=16, n_audio_ctx=64, n_audio_state=32, n_audio_head=4, n_text_ctx=24,
+                         n_text_state=32, n_text_head=4, translation_ctc_head=True)
+    model = Model(model_dims(config, n_vocab=100, n_text=60))
+    assert model.ctc is None and model.ctc_translation.proj.out_features == 61  # sized by the text pieces alone
+    out = model(torch.randn(1, 16, 20), torch.zeros(1, 3, dtype=torch.long))
+    assert out.ctc_logits is None and out.translation_ctc_logits.shape == (1, 10, 61)
+    assert {"ctc_translation.proj.weight", "ctc_translation.proj.bias"} <= set(model.state_dict())
+    assert Model(small_dims()).ctc_translation is None
+    with pytest.raises(ValueError, match="no translation CTC head"):
+        Model(small_dims()).translation_ctc_logits(torch.randn(1, 10, 32))
+
+
+def test_a_detached_translation_branch_leaves_the_encoder_to_the_other_losses():
+    from asr.config import ModelConfig
+
+    base = dict(n_mels=16, n_audio_ctx=64, n_audio_state=32, n_audio_head=4, n_text_ctx=24, n_text_state=32,
+                n_text_head=4, translation_ctc_head=True, n_translation_ctc_layer=1)
+    mel = torch.randn(2, 16, 20)
+    for detached in (False, True):
+        model = Model(model_dims(ModelConfig(**base, translation_ctc_detached=detached), n_vocab=100, n_text=60))
+        assert len(model.ctc_translation.blocks) == 1
+        out = model(mel, torch.zeros(2, 3, dtype=torch.long), torch.tensor([20, 12]))
+        out.translation_ctc_logits.sum().backward()
+        encoder_grad = model.encoder.conv1.weight.grad
+        assert (encoder_grad is None or not encoder_grad.any()) == detached
+        assert model.ctc_translation.proj.weight.grad.abs().sum() > 0  # the branch itself always learns
+
+
 def test_fresh_stem_output_is_as_large_as_the_positional_embedding():
     """On real speech features a from-scratch stem must not be drowned by the sinusoids it is added to
     (PyTorch's default init left it about 30 times smaller, and the encoder slow to start hearing)."""

@@ -100,6 +100,8 @@ def test_ctc_weight_is_one_for_the_ctc_only_steps_then_the_configured_weight():
         OptimConfig(ctc_only_steps=10)
     with pytest.raises(ValueError, match="ctc_weight must be in"):
         OptimConfig(ctc_weight=1.5)
+    with pytest.raises(ValueError, match="translation_ctc_weight"):
+        OptimConfig(translation_ctc_weight=-0.1)
 
 
 def test_rank_share_gives_each_rank_its_batches_of_one_stream():

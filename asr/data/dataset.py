@@ -60,6 +60,9 @@ class MultitaskDataset(torch.utils.data.Dataset):
             "ctc_targets":  int64 (B, C), the heard transcript's text ids, right-padded with 0
             "ctc_lengths":  int64 (B,), 0 for no-speech cuts
             "ctc_valid":    bool (B,), False where the heard words are unknown (translation-only pairs)
+            "translation_ctc_targets", "translation_ctc_lengths", "translation_ctc_valid": the same for
+                            the English translation (English speech: its transcript), for the translation
+                            CTC head; valid where a translation is known
             "cut_ids", "tasks", "languages": lists of B strings (language None for no speech)
             "audio_seconds": float, speech time in the batch
             "padding_ratio": float, share of mel frames that are padding
@@ -106,16 +109,13 @@ class MultitaskDataset(torch.utils.data.Dataset):
         mel, n_frames = log_mel_spectrogram_batch(audios, n_mels=self.n_mels)
         if self.train and self.options.spec_augment:
             mel = self._spec_augment(mel, n_frames, rng)
-        ctc = [torch.tensor(e.ctc_targets or [], dtype=torch.long) for e in examples]
         return {
             "mel": mel,
             "n_frames": n_frames,
             "tokens": _pad([e.tokens for e in examples], self.tokenizer.eot),
             "labels": _pad([e.labels for e in examples], IGNORE),
-            "ctc_targets": pad_sequence(ctc, batch_first=True) if any(len(c) for c in ctc)
-            else torch.zeros(len(ctc), 0, dtype=torch.long),
-            "ctc_lengths": torch.tensor([len(c) for c in ctc]),
-            "ctc_valid": torch.tensor([e.ctc_targets is not None for e in examples]),
+            **_ctc_fields("ctc", [e.ctc_targets for e in examples]),
+            **_ctc_fields("translation_ctc", [e.translation_targets for e in examples]),
             "cut_ids": [c.id for c in kept],
             "tasks": [e.task for e in examples],
             "languages": [e.language for e in examples],
@@ -269,3 +269,12 @@ def export_shar(cuts: CutSet, out_dir: str | Path, shard_size: int = 1000, audio
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     return cuts.to_shar(out_dir, fields={"recording": audio_format}, shard_size=shard_size)
+
+
+def _ctc_fields(prefix: str, targets: list[list[int] | None]) -> dict:
+    """``{prefix}_targets`` (B, C) right-padded with 0, ``{prefix}_lengths`` and ``{prefix}_valid`` (B,)."""
+    ids = [torch.tensor(t or [], dtype=torch.long) for t in targets]
+    padded = (pad_sequence(ids, batch_first=True) if any(len(i) for i in ids)
+              else torch.zeros(len(ids), 0, dtype=torch.long))
+    return {f"{prefix}_targets": padded, f"{prefix}_lengths": torch.tensor([len(i) for i in ids]),
+            f"{prefix}_valid": torch.tensor([t is not None for t in targets])}

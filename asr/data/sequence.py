@@ -55,6 +55,9 @@ class Example:
     ctc_targets: list[int] | None  # the heard transcript's text ids; None where no CTC target is known
     task: str  # "transcribe", "translate" or "nospeech"
     language: str | None
+    # The English translation's text ids, for the translation CTC head (English speech: its transcript);
+    # None where no translation is known
+    translation_targets: list[int] | None = None
 
 
 def cut_to_example(cut: Cut, tokenizer: Tokenizer, options: DataConfig, rng: random.Random,
@@ -63,7 +66,7 @@ def cut_to_example(cut: Cut, tokenizer: Tokenizer, options: DataConfig, rng: ran
     supervisions = sorted(cut.supervisions, key=lambda s: s.start)
     if not supervisions:
         sequence = [tokenizer.sot, tokenizer.no_speech, tokenizer.eot]
-        return Example(sequence[:-1], sequence[1:], [], "nospeech", None)
+        return Example(sequence[:-1], sequence[1:], [], "nospeech", None, [])
 
     if any(not (s.text or "").strip() for s in supervisions):
         raise EmptyTranscript(f"cut {cut.id}: a supervision has no text")
@@ -90,7 +93,12 @@ def cut_to_example(cut: Cut, tokenizer: Tokenizer, options: DataConfig, rng: ran
     given = {*range(n + 1), n + 2} | (set() if timestamps else {n + 3})
     labels = [IGNORE if k in given else sequence[k] for k in range(1, len(sequence))]
     heard = None if _text_is_not_heard(cut) else _plain_body([s.text for s in supervisions], tokenizer)
-    return Example(sequence[:-1], labels, heard, "translate" if translate else "transcribe", language)
+    english = reference_text(cut, "translate")
+    if english is not None:
+        english = _plain_body([english], tokenizer)
+    elif language == "en":
+        english = heard
+    return Example(sequence[:-1], labels, heard, "translate" if translate else "transcribe", language, english)
 
 
 def _choose_translate(cut: Cut, supervisions, options: DataConfig, rng: random.Random) -> bool:

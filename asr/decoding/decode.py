@@ -53,8 +53,9 @@ class DecodingOptions:
     max_initial_timestamp: float | None = 1.0  # seconds; the first timestamp's upper bound (None: any)
     suppress_blank: bool = True  # no blank or <|endoftext|> as the first token
     # Joint CTC/attention decoding (asr.decoding.ctc): the CTC head's prefix scores get this weight,
-    # the decoder's 1 - weight; 0: the decoder alone. Transcription only: the CTC head hears the
-    # spoken words, not their translation, so translation decodes with the decoder alone.
+    # the decoder's 1 - weight; 0: the decoder alone. The CTC head hears the spoken words, so it joins
+    # transcription; translation joins the translation CTC head (ModelDims.translation_ctc_head) where
+    # the model has one, and otherwise decodes with the decoder alone.
     ctc_weight: float = 0.0
     # Text ids never generated; -1 stands for asr.decoding.filters.non_speech_tokens. Also accepted as
     # Whisper's string "-1" or "-1,220". Special tokens other than eot and timestamps are always suppressed.
@@ -217,8 +218,7 @@ def decode_features(model: Model, xa: Tensor, audio_mask: Tensor | None, tokeniz
     sample_begin = len(prompts[0])
     n_steps = min(options.sample_len or n_text_ctx // 2, n_text_ctx - sample_begin)
 
-    ctc = joint_ctc(model, xa, audio_mask, options.ctc_weight if options.task == "transcribe" else 0.0,
-                    n_group, sample_begin, tokenizer.eot)
+    ctc = joint_ctc(model, xa, audio_mask, options.ctc_weight, n_group, sample_begin, tokenizer.eot, options.task)
     # One row per beam or sample, item after item.
     tokens = torch.tensor(prompts, device=xa.device).repeat_interleave(n_group, dim=0)
     xa = xa.repeat_interleave(n_group, dim=0)
@@ -244,30 +244,38 @@ def decode_features(model: Model, xa: Tensor, audio_mask: Tensor | None, tokeniz
 
 
 def joint_ctc(model: Model, xa: Tensor, audio_mask: Tensor | None, weight: float, n_group: int,
-              sample_begin: int, eot: int) -> CTCPrefixScorer | None:
-    """The CTC prefix scorer at ``weight`` (None at 0: the decoder alone) for ``n_group`` rows per item.
+              sample_begin: int, eot: int, task: str = "transcribe") -> CTCPrefixScorer | None:
+    """The CTC prefix scorer at ``weight`` for ``n_group`` rows per item, over the CTC head for
+    "transcribe" and the translation CTC head for "translate"; None (the decoder alone) at weight 0 and
+    for translation by a model without a translation head.
 
     xa : shape = (batch, n_audio_positions, n_audio_state), one row per item (not per hypothesis)
     """
-    if weight == 0:
+    if weight == 0 or (task == "translate" and model.ctc_translation is None):
         return None
-    if model.ctc is None:
+    if task == "translate":
+        logits = model.translation_ctc_logits(xa, audio_mask)
+    elif model.ctc is None:
         raise ValueError("ctc_weight > 0 needs a model with a CTC head (ModelDims.ctc_head)")
-    log_probs, lengths = ctc_log_probs(model.ctc_logits(xa), audio_mask)
+    else:
+        logits = model.ctc_logits(xa)
+    log_probs, lengths = ctc_log_probs(logits, audio_mask)
     return CTCPrefixScorer(log_probs, lengths, n_group, sample_begin, eot, weight)
 
 
 @torch.no_grad()
 def greedy_decode(model: Model, xa: Tensor, audio_mask: Tensor | None, prompts: list[list[int]],
                   tokenizer: Tokenizer, max_tokens: int = 200,
-                  all_finished: Callable[[bool], bool] = bool, ctc_weight: float = 0.0) -> list[list[int]]:
+                  all_finished: Callable[[bool], bool] = bool, ctc_weight: float = 0.0,
+                  task: str = "transcribe") -> list[list[int]]:
     """The most likely next token, step after step, until ``<|endoftext|>`` or ``max_tokens``: the
     minimal search the trainer validates with (no other filter than keeping special tokens other than
     timestamps and ``<|endoftext|>`` out of the transcript).
 
     prompts : one token list per item, all of the same length (e.g. ``tokenizer.sot_sequence(...)``)
     all_finished : see ``main_loop``
-    ctc_weight : joint CTC/attention scores (transcription prompts only; see ``DecodingOptions``)
+    ctc_weight : joint CTC/attention scores (see ``DecodingOptions``)
+    task : the prompts' task, "transcribe" or "translate", which chooses the CTC head (see ``joint_ctc``)
     Returns the generated tokens per item, without the prompt and without ``<|endoftext|>``.
     """
     if len({len(p) for p in prompts}) != 1:
@@ -277,7 +285,7 @@ def greedy_decode(model: Model, xa: Tensor, audio_mask: Tensor | None, prompts: 
         return [[] for _ in prompts]
     tokens = torch.tensor(prompts, dtype=torch.long, device=xa.device)
     specials = SuppressTokens(range(tokenizer.sot, tokenizer.timestamp_begin))
-    ctc = joint_ctc(model, xa, audio_mask, ctc_weight, 1, len(prompts[0]), tokenizer.eot)
+    ctc = joint_ctc(model, xa, audio_mask, ctc_weight, 1, len(prompts[0]), tokenizer.eot, task)
     tokens, _, _ = main_loop(model, xa, audio_mask, tokens, model.new_cache(), [specials],
                              GreedyDecoder(0.0, tokenizer.eot), n_steps, prompts[0].index(tokenizer.sot),
                              tokenizer.no_speech, all_finished, ctc)

@@ -6,7 +6,8 @@
 
 With a CTC head, transcripts are decoded jointly with it (``asr.decoding.ctc.DEFAULT_WEIGHT``, as the
 CLIs do), and ``dev_ctc_wer`` / ``dev_ctc_cer`` score the CTC head's own best path: how well the
-encoder hears, apart from the decoder.
+encoder hears, apart from the decoder. A translation CTC head joins translation the same way, and
+``dev_translation_ctc_wer`` / ``_cer`` score its best path against the English references.
 """
 
 from __future__ import annotations
@@ -91,20 +92,26 @@ def decode_metrics(model: Model, tokenizer: Tokenizer, cuts: list, max_tokens: i
         for task in ("transcribe", "translate"):
             _decode_task(model, tokenizer, xa, mask, kept, task, max_tokens, texts, all_finished)
         if model.ctc is not None:
-            _ctc_transcripts(model, tokenizer, xa, mask, kept, texts)
+            _ctc_transcripts(model.ctc_logits, "transcribe", tokenizer, xa, mask, kept, texts)
+        if model.ctc_translation is not None:
+            _ctc_transcripts(model.translation_ctc_logits, "translate", tokenizer, xa, mask, kept, texts)
     return _summarise(texts, lid, nospeech)
 
 
-def _ctc_transcripts(model, tokenizer, xa, mask, cuts, texts) -> None:
-    """The CTC head's best paths, kept under the task name "ctc"."""
-    references = {i: reference_text(cut, "transcribe") for i, cut in enumerate(cuts)}
+def _ctc_transcripts(head: Callable, task: str, tokenizer, xa, mask, cuts, texts) -> None:
+    """A CTC head's best paths against the references of ``task``, kept under the task name "ctc"
+    (transcribe) or "translation_ctc" (translate)."""
+    references = {i: reference_text(cut, task) for i, cut in enumerate(cuts)}
     rows = [i for i, reference in references.items() if reference is not None]
     if not rows:
         return
     index = torch.tensor(rows, device=xa.device)
-    hypotheses = ctc_greedy(*ctc_log_probs(model.ctc_logits(xa[index]), None if mask is None else mask[index]))
+    rows_mask = None if mask is None else mask[index]
+    logits = head(xa[index], rows_mask) if task == "translate" else head(xa[index])
+    hypotheses = ctc_greedy(*ctc_log_probs(logits, rows_mask))
+    name = "ctc" if task == "transcribe" else "translation_ctc"
     for row, hypothesis in zip(rows, hypotheses):
-        refs, hyps = texts[("ctc", cuts[row].supervisions[0].language)]
+        refs, hyps = texts[(name, cuts[row].supervisions[0].language)]
         refs.append(references[row])
         hyps.append(tokenizer.decode(hypothesis))
 
@@ -122,7 +129,7 @@ def _decode_task(model, tokenizer, xa, mask, cuts, task: str, max_tokens: int, t
         return
     index = torch.tensor(rows, device=xa.device)
     hypotheses = greedy_decode(model, xa[index], None if mask is None else mask[index], prompts, tokenizer,
-                               max_tokens, all_finished, default_weight(model) if task == "transcribe" else 0.0)
+                               max_tokens, all_finished, default_weight(model), task)
     for row, reference, hypothesis in zip(rows, references, hypotheses):
         refs, hyps = texts[(task, cuts[row].supervisions[0].language)]
         refs.append(reference)
@@ -131,7 +138,7 @@ def _decode_task(model, tokenizer, xa, mask, cuts, task: str, max_tokens: int, t
 
 def _summarise(texts, lid: list[bool], nospeech: list[bool]) -> dict[str, float]:
     metrics = {}
-    for task in ("transcribe", "translate", "ctc"):
+    for task in ("transcribe", "translate", "ctc", "translation_ctc"):
         refs, hyps = [], []
         for (t, language), (r, h) in sorted(texts.items()):
             if t != task:
@@ -143,7 +150,8 @@ def _summarise(texts, lid: list[bool], nospeech: list[bool]) -> dict[str, float]
                 metrics[f"dev_wer_{language}"] = rates["wer"]
         if refs:
             rates = error_rates(refs, hyps)
-            prefix = {"transcribe": "dev", "translate": "dev_translate", "ctc": "dev_ctc"}[task]
+            prefix = {"transcribe": "dev", "translate": "dev_translate", "ctc": "dev_ctc",
+                      "translation_ctc": "dev_translation_ctc"}[task]
             metrics[f"{prefix}_wer"], metrics[f"{prefix}_cer"] = rates["wer"], rates["cer"]
     if lid:
         metrics["dev_lid_acc"] = sum(lid) / len(lid)

@@ -33,7 +33,9 @@ class ScriptedModel:
     """``encode`` turns mel of shape (batch, 1, 1) holding each item's number into xa of shape (batch, 1, 1);
     ``decode`` gives, at every position, ``script(item, history)``: the logits (n_vocab,) after the
     row's tokens so far (from the cache: only new tokens are passed with one). ``passes`` counts the
-    caches made, one per decoding pass."""
+    caches made, one per decoding pass. It has no CTC heads."""
+
+    ctc = ctc_translation = None
 
     def __init__(self, n_vocab: int, script, n_text_ctx: int = 64):
         self.dims = SimpleNamespace(n_vocab=n_vocab, n_text_ctx=n_text_ctx)

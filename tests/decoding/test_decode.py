@@ -178,10 +178,25 @@ def test_joint_ctc_decoding_stops_a_loop_the_ctc_head_does_not_hear(tokenizer, s
         joint = decode(WithCTC(tokenizer.n_vocab, script), mel(0, 1), None, tokenizer,
                        DecodingOptions(**PLAIN, sample_len=6, ctc_weight=0.3, beam_size=beam_size))
         assert [r.tokens for r in joint] == [[A], [A]]
-    # Translation is not what the CTC head hears: it decodes with the decoder alone.
+    # Translation is not what the CTC head hears: it decodes with the decoder alone...
     translated = decode(WithCTC(tokenizer.n_vocab, script), mel(0), None, tokenizer,
                         DecodingOptions(**PLAIN, sample_len=6, ctc_weight=0.3, task="translate"))
     assert translated[0].tokens == [A] * 6
+
+    class WithTranslationCTC(WithCTC):
+        ctc_translation = True
+
+        def translation_ctc_logits(self, xa, audio_mask=None):  # the English word behind the heard one: "B", once
+            logits = torch.zeros(xa.shape[0], 6, n_ctc + 1)
+            logits[:, [0, 3, 4, 5], n_ctc] = 10.0
+            logits[:, [1, 2], B] = 10.0
+            return logits
+
+    # ... unless the model has a translation CTC head, which joins translation (and only translation).
+    for task, expected in (("translate", [B]), ("transcribe", [A])):
+        joint = decode(WithTranslationCTC(tokenizer.n_vocab, script), mel(0), None, tokenizer,
+                       DecodingOptions(**PLAIN, sample_len=6, ctc_weight=0.3, task=task))
+        assert joint[0].tokens == expected, task
     with pytest.raises(ValueError, match="CTC head"):
         no_head = scripted.Model(tokenizer.n_vocab, script)
         no_head.ctc = None
