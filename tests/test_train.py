@@ -204,3 +204,14 @@ def test_bf16_trains_on_cpu_and_fp16_is_refused_there(corpus, tmp_path):
     done = subprocess.run([PYTHON, "-m", "asr.train", str(corpus / "config.yaml"), f"train.output_dir={tmp_path}/fp16",
                            "train.precision=fp16"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 1 and "fp16 needs a GPU" in done.stderr
+
+
+def test_a_translation_ctc_branch_trains_its_loss_and_is_validated(corpus, tmp_path):
+    run_dir = tmp_path / "translation"
+    launch(corpus, run_dir, 1, "optim.max_steps=2", "model.translation_ctc_head=true",
+           "model.n_translation_ctc_layer=1", "model.translation_ctc_detached=true", "optim.translation_ctc_weight=0.1")
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    trained = [r for r in records if "loss" in r]
+    assert len(trained) == 2 and all(r["translation_ctc_loss"] > 0 for r in trained)
+    validated = [r for r in records if "dev_loss" in r]
+    assert validated and 0 <= validated[-1]["dev_translation_ctc_cer"]  # the branch's own best path, scored

@@ -32,8 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--beam_size", type=int, default=None, help="beams; default: greedy search")
     parser.add_argument("--ctc_weight", type=float, default=None,
-                        help="joint CTC/attention decoding of transcripts: the CTC head's weight in [0, 1); "
-                             "default: asr.decoding.ctc.DEFAULT_WEIGHT with a CTC head, else 0")
+                        help="joint CTC/attention decoding: the CTC head's weight in [0, 1) (translations: the "
+                             "translation CTC branch's, where the model has one); default: "
+                             "asr.decoding.ctc.DEFAULT_WEIGHT with a CTC head, else 0")
     parser.add_argument("--pieces", action="store_true",
                         help="long-form transcription for the timestamp error cuts recordings at the CTC "
                              "head's pauses (asr-transcribe --pieces True)")

@@ -125,7 +125,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=float, default=1.0, help="beam search patience (arXiv:2204.05424)")
     p.add_argument("--ctc_weight", type=_optional(float), default=None,
                    help=f"joint CTC/attention decoding: the CTC head's weight in [0, 1), 0: the decoder alone; "
-                        f"None: {DEFAULT_WEIGHT} for a model with a CTC head, else 0 (transcription only)")
+                        f"None: {DEFAULT_WEIGHT} for a model with a CTC head, else 0 (translation: with the "
+                        f"translation CTC branch where the model has one, else the decoder alone)")
     p.add_argument("--length_penalty", type=_optional(float), default=None,
                    help="alpha of Google NMT's length penalty; default: divide by the length")
     p.add_argument("--suppress_tokens", default="-1",
