@@ -183,7 +183,8 @@ def model_dims(model: ModelConfig, n_vocab: int, n_text: int = 0) -> ModelDims:
     ``n_text``, the tokenizer's text pieces, sizes the CTC head (0: the whole vocabulary)."""
     fields = dataclasses.asdict(model)
     del fields["preset"]
-    return ModelDims(n_vocab=n_vocab, n_ctc_vocab=n_text if model.ctc_head or model.translation_ctc_head else 0, **fields)
+    has_ctc = model.ctc_head or model.translation_ctc_head
+    return ModelDims(n_vocab=n_vocab, n_ctc_vocab=n_text if has_ctc else 0, **fields)
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -82,7 +82,8 @@ def test_translation_ctc_target_is_the_english_text_whatever_the_task(tok):
     german = make_cut(3.0, [(0.0, 3.0, "Heute sieht die Katze den Hund.", "de", "Today the cat sees the dog.")])
     english = tok.encode(" Today the cat sees the dog.")
     for rate in (0.0, 1.0):  # transcribed or translated, the encoder hears the same words
-        assert cut_to_example(german, tok, options(translate_rate=rate), random.Random(0)).translation_targets == english
+        example = cut_to_example(german, tok, options(translate_rate=rate), random.Random(0))
+        assert example.translation_targets == english
     spoken = make_cut(3.0, [(0.0, 3.0, "Today the cat sees the dog.", "en", None)])
     assert cut_to_example(spoken, tok, options(), random.Random(0)).translation_targets == english
     unknown = make_cut(3.0, [(0.0, 3.0, "Le chat dort.", "fr", None)])

@@ -186,7 +186,7 @@ def test_joint_ctc_decoding_stops_a_loop_the_ctc_head_does_not_hear(tokenizer, s
     class WithTranslationCTC(WithCTC):
         ctc_translation = True
 
-        def translation_ctc_logits(self, xa, audio_mask=None):  # the English word behind the heard one: "B", once
+        def translation_ctc_logits(self, xa, audio_mask=None):  # the English of the heard word: "B", once
             logits = torch.zeros(xa.shape[0], 6, n_ctc + 1)
             logits[:, [0, 3, 4, 5], n_ctc] = 10.0
             logits[:, [1, 2], B] = 10.0
