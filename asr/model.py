@@ -321,10 +321,11 @@ class Model(nn.Module):
         self.decoder = TextDecoder(dims.n_vocab, dims.n_text_ctx, dims.n_text_state,
                                    dims.n_text_head, dims.n_text_layer)
         self.ctc = nn.Linear(dims.n_audio_state, self.ctc_blank + 1) if dims.ctc_head else None
+        self.reset_parameters()
+        # Made last, so that the rest starts from the same random draws with and without it
         self.ctc_translation = (
             TranslationCTC(dims.n_audio_state, dims.n_audio_head, dims.n_translation_ctc_layer, self.ctc_blank + 1,
                            dims.translation_ctc_detached) if dims.translation_ctc_head else None)
-        self.reset_parameters()
 
     @property
     def ctc_blank(self) -> int:

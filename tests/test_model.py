@@ -298,6 +298,18 @@ def test_a_detached_translation_branch_leaves_the_encoder_to_the_other_losses():
         assert model.ctc_translation.proj.weight.grad.abs().sum() > 0  # the branch itself always learns
 
 
+def test_the_translation_branch_leaves_the_rest_of_the_start_unchanged():
+    # With the same seed, a model with the branch starts where one without it does: turning the branch
+    # on changes nothing else (it once shifted the random draws of the re-initialised stem and embedding).
+    torch.manual_seed(0)
+    plain = Model(small_dims(ctc_head=True, n_ctc_vocab=60)).state_dict()
+    torch.manual_seed(0)
+    branched = Model(small_dims(ctc_head=True, n_ctc_vocab=60, translation_ctc_head=True,
+                                n_translation_ctc_layer=1)).state_dict()
+    assert set(plain) < set(branched)
+    assert [name for name in plain if not torch.equal(plain[name], branched[name])] == []
+
+
 def test_fresh_stem_output_is_as_large_as_the_positional_embedding():
     """On real speech features a from-scratch stem must not be drowned by the sinusoids it is added to
     (PyTorch's default init left it about 30 times smaller, and the encoder slow to start hearing)."""
