@@ -35,6 +35,14 @@ def default_weight(model) -> float:
     return DEFAULT_WEIGHT if getattr(model, "ctc", None) is not None else 0.0
 
 
+def task_ctc_logits(model, xa: Tensor, audio_mask: Tensor | None, task: str) -> Tensor | None:
+    """The logits of the CTC head that hears ``task``'s text: the CTC head for "transcribe", the
+    translation CTC branch for "translate"; None where the model has no such head."""
+    if task == "translate":
+        return None if model.ctc_translation is None else model.translation_ctc_logits(xa, audio_mask)
+    return None if model.ctc is None else model.ctc_logits(xa)
+
+
 class CTCPrefixScorer:
     """Joint scores for the hypotheses of one ``decode`` call; finds each row's CTC state by its text.
 

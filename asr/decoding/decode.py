@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from asr.decoding.ctc import CTCPrefixScorer, ctc_log_probs
+from asr.decoding.ctc import CTCPrefixScorer, ctc_log_probs, task_ctc_logits
 from asr.decoding.filters import ApplyTimestampRules, LogitFilter, SuppressBlank, SuppressTokens, suppressed_tokens
 from asr.decoding.greedy import detect
 from asr.decoding.search import BeamSearchDecoder, GreedyDecoder, MaximumLikelihoodRanker, TokenDecoder
@@ -251,14 +251,13 @@ def joint_ctc(model: Model, xa: Tensor, audio_mask: Tensor | None, weight: float
 
     xa : shape = (batch, n_audio_positions, n_audio_state), one row per item (not per hypothesis)
     """
-    if weight == 0 or (task == "translate" and model.ctc_translation is None):
+    if weight == 0:
         return None
-    if task == "translate":
-        logits = model.translation_ctc_logits(xa, audio_mask)
-    elif model.ctc is None:
+    logits = task_ctc_logits(model, xa, audio_mask, task)
+    if logits is None:
+        if task == "translate":
+            return None
         raise ValueError("ctc_weight > 0 needs a model with a CTC head (ModelDims.ctc_head)")
-    else:
-        logits = model.ctc_logits(xa)
     log_probs, lengths = ctc_log_probs(logits, audio_mask)
     return CTCPrefixScorer(log_probs, lengths, n_group, sample_begin, eot, weight)
 

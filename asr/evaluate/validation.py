@@ -22,7 +22,7 @@ from lhotse import CutSet
 from asr.config import DataConfig
 from asr.data.dataset import MultitaskDataset, make_sampler
 from asr.data.sequence import reference_text
-from asr.decoding.ctc import ctc_greedy, ctc_log_probs, default_weight
+from asr.decoding.ctc import ctc_greedy, ctc_log_probs, default_weight, task_ctc_logits
 from asr.decoding.decode import greedy_decode
 from asr.decoding.greedy import detect
 from asr.evaluate.metrics import error_rates
@@ -91,23 +91,24 @@ def decode_metrics(model: Model, tokenizer: Tokenizer, cuts: list, max_tokens: i
                 lid.append(first.language[i] == cut.supervisions[0].language)
         for task in ("transcribe", "translate"):
             _decode_task(model, tokenizer, xa, mask, kept, task, max_tokens, texts, all_finished)
-        if model.ctc is not None:
-            _ctc_transcripts(model.ctc_logits, "transcribe", tokenizer, xa, mask, kept, texts)
-        if model.ctc_translation is not None:
-            _ctc_transcripts(model.translation_ctc_logits, "translate", tokenizer, xa, mask, kept, texts)
+        for task in ("transcribe", "translate"):
+            _ctc_transcripts(model, task, tokenizer, xa, mask, kept, texts)
     return _summarise(texts, lid, nospeech)
 
 
-def _ctc_transcripts(head: Callable, task: str, tokenizer, xa, mask, cuts, texts) -> None:
-    """A CTC head's best paths against the references of ``task``, kept under the task name "ctc"
-    (transcribe) or "translation_ctc" (translate)."""
+def _ctc_transcripts(model, task: str, tokenizer, xa, mask, cuts, texts) -> None:
+    """The best paths of the CTC head behind ``task`` (``task_ctc_logits``; none where the model lacks
+    it) against the references of ``task``, kept under the task name "ctc" (transcribe) or
+    "translation_ctc" (translate)."""
     references = {i: reference_text(cut, task) for i, cut in enumerate(cuts)}
     rows = [i for i, reference in references.items() if reference is not None]
     if not rows:
         return
     index = torch.tensor(rows, device=xa.device)
     rows_mask = None if mask is None else mask[index]
-    logits = head(xa[index], rows_mask) if task == "translate" else head(xa[index])
+    logits = task_ctc_logits(model, xa[index], rows_mask, task)
+    if logits is None:
+        return
     hypotheses = ctc_greedy(*ctc_log_probs(logits, rows_mask))
     name = "ctc" if task == "transcribe" else "translation_ctc"
     for row, hypothesis in zip(rows, hypotheses):
