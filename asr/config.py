@@ -127,6 +127,11 @@ class OptimConfig:
     # The translation CTC loss's weight (model.translation_ctc_head), added on top of the other two
     # terms, the CTC-only steps included. Joint decoding with the branch is what translates better.
     translation_ctc_weight: float = 0.0
+    # Loss truncation (asr.truncation): from this step on, a cut whose CTC loss per target token is an
+    # outlier among its language's recent cuts takes no loss (0: never). Needs the CTC head.
+    truncate_from_step: int = 0
+    truncate_mads: float = 3.0  # outlier: log loss above the median plus this many scaled MADs
+    truncate_history: int = 300  # the recent cuts per language the median and MAD are taken over
 
     def __post_init__(self):
         if not 0.0 <= self.ctc_weight <= 1.0:
@@ -137,6 +142,9 @@ class OptimConfig:
             raise ValueError(f"ctc_only_steps must be at least 0, got {self.ctc_only_steps}")
         if self.ctc_only_steps and self.ctc_weight == 0:
             raise ValueError("ctc_only_steps needs the CTC loss: set ctc_weight above 0 (and model.ctc_head)")
+        if self.truncate_from_step < 0 or self.truncate_mads <= 0 or self.truncate_history < 50:
+            raise ValueError("need truncate_from_step >= 0, truncate_mads > 0 and truncate_history >= 50, got "
+                             f"{self.truncate_from_step}, {self.truncate_mads}, {self.truncate_history}")
 
 
 @dataclass(frozen=True)

@@ -227,6 +227,9 @@ class Job:
             print(f"example        {example}")
         if self.corpus:
             print(f"corpus         {self.corpus}  (README.md; cleaning report: {self.corpus / 'clean' / 'report.md'})")
+        truncation = (_read_json(self.run_dir / "summary.json") or {}).get("truncation")
+        if truncation:
+            print(f"truncation     {truncation_line(truncation)}  ({self.run_dir / 'truncated'})")
         for stage, seconds in times.get("stages", {}).items():
             print(f"  {stage:24s} {seconds / 60:6.1f} min (last run of the stage)")
         started = os.environ.get("ASR_JOB_START")
@@ -253,6 +256,18 @@ class Job:
         times["stages"][name] = round(seconds, 1)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(times, indent=1))
+
+
+def truncation_line(report: dict) -> str:
+    """One line on the training cuts loss truncation left out (asr.truncation.truncation_report)."""
+    line = f"{report['cuts']} training cuts left out of the loss ({report['truncations']} times)"
+    if report.get("precision") is not None or report.get("recall") is not None:
+        def ratio(value):
+            return "–" if value is None else f"{value:.3f}"
+
+        line += (f"; against the recorded corruption: precision {ratio(report.get('precision'))}, "
+                 f"recall {ratio(report.get('recall'))} of {report['n_corrupt']} wrong labels")
+    return line
 
 
 def targets_table(metrics: dict) -> str:

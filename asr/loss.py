@@ -11,11 +11,14 @@ With a translation CTC head (ESPnet-ST's translation CTC) a third term, the same
 English translation of each cut whose translation is known:
 ``loss = (1 - w) * attention + w * ctc + wt * translation_ctc``: added on top, so the balance of the
 other two stays as it was.
+
+Loss truncation (asr.truncation) picks, from each cut's CTC loss per target token, the cuts that take
+loss; the others are left out of every term, as if they were not in the batch.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -31,26 +34,37 @@ class Loss(NamedTuple):
     ctc: Tensor  # CTC loss per target token of the cuts with known words; 0 when not used
     n_tokens: int  # target tokens that took loss
     translation_ctc: Tensor | None = None  # the translation CTC head's loss per target token; None when not used
+    n_left_out: int = 0  # cuts the select function left out of every term
 
 
 def multitask_loss(output: Output, batch: dict, label_smoothing: float = 0.0, ctc_weight: float = 0.0,
-                   ctc_blank: int | None = None, translation_ctc_weight: float = 0.0) -> Loss:
+                   ctc_blank: int | None = None, translation_ctc_weight: float = 0.0,
+                   select: Callable[[Tensor, dict], Tensor] | None = None) -> Loss:
     """
     output : the model's Output: logits (B, L, V), ctc_logits (B, T, V + 1) or None, audio_lengths (B,) or
         None, translation_ctc_logits (B, T, V + 1) or None
     batch : a MultitaskDataset batch (labels, ctc_targets, ctc_lengths, ctc_valid, and the translation_ctc_
         fields when translation_ctc_weight > 0)
+    select : given each cut's CTC loss per target token (B,) and the batch, the cuts that take loss
+        (bool, B); the others are left out of every term (asr.truncation). Needs the CTC loss.
     """
     labels = batch["labels"].to(output.logits.device)
+    ctc_per_cut = keep = None
+    if ctc_weight > 0 or select is not None:
+        if output.ctc_logits is None:
+            raise ValueError("ctc_weight > 0 and loss truncation need a model with a CTC head (model.ctc_head: true)")
+        ctc_per_cut = _ctc_per_cut(output.ctc_logits, output.audio_lengths, batch, "ctc",
+                                   ctc_blank if ctc_blank is not None else output.ctc_logits.shape[-1] - 1)
+    if select is not None:
+        lengths = batch["ctc_lengths"].to(ctc_per_cut.device)
+        keep = select(ctc_per_cut.detach() / lengths.clamp(min=1), batch)
+        labels = labels.masked_fill(~keep[:, None], IGNORE)
     n_tokens = int((labels != IGNORE).sum())
     attention = F.cross_entropy(output.logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE,
                                 label_smoothing=label_smoothing, reduction="sum") / max(n_tokens, 1)
     ctc = attention.new_zeros(())
     if ctc_weight > 0:
-        if output.ctc_logits is None:
-            raise ValueError("ctc_weight > 0 needs a model with a CTC head (model.ctc_head: true)")
-        ctc = _ctc_loss(output.ctc_logits, output.audio_lengths, batch, "ctc",
-                        ctc_blank if ctc_blank is not None else output.ctc_logits.shape[-1] - 1)
+        ctc = _per_target_token(ctc_per_cut, batch, "ctc", keep)
     total = (1 - ctc_weight) * attention + ctc_weight * ctc
     translation = None
     if translation_ctc_weight > 0:
@@ -58,25 +72,35 @@ def multitask_loss(output: Output, batch: dict, label_smoothing: float = 0.0, ct
         if logits is None:
             raise ValueError("translation_ctc_weight > 0 needs a model with a translation CTC head "
                              "(model.translation_ctc_head: true)")
-        translation = _ctc_loss(logits, output.audio_lengths, batch, "translation_ctc",
-                                ctc_blank if ctc_blank is not None else logits.shape[-1] - 1)
+        per_cut = _ctc_per_cut(logits, output.audio_lengths, batch, "translation_ctc",
+                               ctc_blank if ctc_blank is not None else logits.shape[-1] - 1)
+        translation = _per_target_token(per_cut, batch, "translation_ctc", keep)
         total = total + translation_ctc_weight * translation
-    return Loss(total, attention, ctc, n_tokens, translation)
+    n_left_out = 0 if keep is None else int((~keep).sum())
+    return Loss(total, attention, ctc, n_tokens, translation, n_left_out)
 
 
-def _ctc_loss(ctc_logits: Tensor, audio_lengths: Tensor | None, batch: dict, prefix: str, blank: int) -> Tensor:
-    """The CTC loss of ``ctc_logits`` against the batch's ``{prefix}_targets`` where ``{prefix}_valid``."""
+def _ctc_per_cut(ctc_logits: Tensor, audio_lengths: Tensor | None, batch: dict, prefix: str, blank: int) -> Tensor:
+    """Each cut's CTC loss (B,) against the batch's ``{prefix}_targets``; 0 where not ``{prefix}_valid``."""
     device = ctc_logits.device
     valid = batch[f"{prefix}_valid"].to(device)
     if not bool(valid.any()):
-        return ctc_logits.sum() * 0.0  # keeps the graph connected for every rank
+        return ctc_logits.sum((1, 2)) * 0.0  # keeps the graph connected for every rank
     batch_size, n_positions, _ = ctc_logits.shape
     input_lengths = (audio_lengths if audio_lengths is not None
                      else torch.full((batch_size,), n_positions, device=device))
-    lengths = batch[f"{prefix}_lengths"].to(device)
     log_probs = ctc_logits.float().log_softmax(-1).transpose(0, 1)  # (T, B, V + 1)
     per_cut = F.ctc_loss(log_probs, batch[f"{prefix}_targets"].to(device), input_lengths.to(device),
-                         lengths, blank=blank, reduction="none", zero_infinity=True)
+                         batch[f"{prefix}_lengths"].to(device), blank=blank, reduction="none", zero_infinity=True)
+    return per_cut * valid
+
+
+def _per_target_token(per_cut: Tensor, batch: dict, prefix: str, keep: Tensor | None) -> Tensor:
+    """The summed loss of the valid (and kept) cuts over their number of target ids."""
+    valid = batch[f"{prefix}_valid"].to(per_cut.device)
+    if keep is not None:
+        valid = valid & keep
+    lengths = batch[f"{prefix}_lengths"].to(per_cut.device)
     # Per target token over the whole batch (ESPnet sums per utterance; the attention term here is per
     # token). Per cut, an empty target would divide by zero; per encoder position (tried first) made
     # the term about ten times weaker than the attention term for the same weight.

@@ -46,6 +46,7 @@ from asr.evaluate.validation import validate
 from asr.loss import multitask_loss
 from asr.model import Model
 from asr.tokenizer import Tokenizer, train_sentencepiece
+from asr.truncation import LossTruncation, read_truncated, truncation_report
 
 
 class TrainingError(RuntimeError):
@@ -107,6 +108,7 @@ class Run:
     started: float = field(default_factory=time.time)
     first_step: int = 0  # the step the run (re)started from, for the ETA
     writer: object = None  # TensorBoard's SummaryWriter on rank 0, made at the first log line
+    truncation: LossTruncation | None = None  # optim.truncate_from_step > 0
 
     @property
     def is_main(self) -> bool:
@@ -115,6 +117,10 @@ class Run:
     @property
     def checkpoint_dir(self) -> Path:
         return self.run_dir / "checkpoints"
+
+    @property
+    def truncation_dir(self) -> Path:
+        return self.run_dir / "truncated"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,6 +173,9 @@ def setup(config: Config) -> Run:
                                n_text_ctx=config.model.n_text_ctx, train=True,
                                pad_to_30s=config.features.pad_to_30s, seed=config.train.seed)
     run = Run(config, run_dir, rank, world_size, device, tokenizer, engine, train_cuts, dev_cuts, dataset)
+    if config.optim.truncate_from_step > 0:
+        run.truncation = LossTruncation(config.optim.truncate_from_step, config.optim.truncate_mads,
+                                        config.optim.truncate_history, run.truncation_dir, rank)
     signal.signal(signal.SIGTERM, lambda *_: setattr(run, "stop_requested", True))
     signal.signal(signal.SIGINT, functools.partial(_interrupted, run))
     return run
@@ -333,9 +342,10 @@ def _train_on(run: Run, batch: dict, window: "_Window") -> bool:
     device = run.device
     try:
         output = run.engine(batch["mel"].to(device), batch["tokens"].to(device), batch["n_frames"].to(device))
+        select = None if run.truncation is None else functools.partial(run.truncation, step=run.state.step)
         loss = multitask_loss(output, batch, run.config.optim.label_smoothing,
                               ctc_weight_at(run.state.step, run.config.optim), run.engine.module.ctc_blank,
-                              run.config.optim.translation_ctc_weight)
+                              run.config.optim.translation_ctc_weight, select)
     except torch.OutOfMemoryError:
         raise TrainingError(
             f"out of memory on a batch of {batch['audio_seconds']:.0f} s of audio: lower data.max_duration "
@@ -407,7 +417,7 @@ class _Window:
 
     def reset(self) -> None:
         self.loss = self.attention = self.ctc = self.translation_ctc = 0.0
-        self.micro = self.tokens = 0
+        self.micro = self.tokens = self.left_out = 0
         self.audio_seconds = self.padding = 0.0
         self.started = time.time()
 
@@ -418,22 +428,23 @@ class _Window:
         self.translation_ctc += 0.0 if loss.translation_ctc is None else loss.translation_ctc.item()
         self.micro += 1
         self.tokens += loss.n_tokens
+        self.left_out += loss.n_left_out
         self.audio_seconds += batch["audio_seconds"]
         self.padding += batch["padding_ratio"]
 
     def summary(self, device: torch.device) -> dict:
         """Means over micro-batches of every rank; rates summed over ranks."""
         sums = torch.tensor([self.loss, self.attention, self.ctc, self.translation_ctc, self.micro, self.tokens,
-                             self.audio_seconds, self.padding], dtype=torch.float64, device=device)
+                             self.audio_seconds, self.padding, self.left_out], dtype=torch.float64, device=device)
         if dist.get_world_size() > 1:
             dist.all_reduce(sums)
-        loss, attention, ctc, translation_ctc, micro, tokens, seconds, padding = sums.tolist()
+        loss, attention, ctc, translation_ctc, micro, tokens, seconds, padding, left_out = sums.tolist()
         elapsed = max(time.time() - self.started, 1e-9)
         micro = max(micro, 1)
         return {"loss": loss / micro, "attention_loss": attention / micro, "ctc_loss": ctc / micro,
                 **({"translation_ctc_loss": translation_ctc / micro} if translation_ctc else {}),
                 "tokens_per_s": tokens / elapsed, "audio_hours_per_s": seconds / 3600 / elapsed,
-                "padding": padding / micro}
+                "padding": padding / micro, "truncated_cuts": int(left_out)}
 
 
 def _progress(run: Run):
@@ -534,13 +545,27 @@ def _save(run: Run, metrics: dict | None = None) -> None:
         "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
         "config": to_dict(run.config),
         "tokenizer": run.tokenizer.state(),
+        **({"truncation": _gathered(run.truncation.state())} if run.truncation else {}),
     }
     checkpoint.save_training_state(run.engine, run.checkpoint_dir, state.step, client_state,
                                    run.config.train.keep_last, is_best)
 
 
+def _gathered(value) -> list:
+    """Every rank's ``value``, in rank order."""
+    if dist.get_world_size() == 1:
+        return [value]
+    values = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
 def _resume(run: Run) -> None:
     client_state = checkpoint.load_training_state(run.engine, run.checkpoint_dir)
+    if run.truncation is not None:
+        states = (client_state or {}).get("truncation")  # one per rank; rank 0's where the world has grown
+        state = states[run.rank if run.rank < len(states) else 0] if states else None
+        run.truncation.load_state(state, (client_state or {}).get("step", 0))
     if client_state is None:
         return
     state, counters = run.state, run.counters
@@ -570,6 +595,14 @@ def finish(run: Run, seconds: float) -> dict:
         "empty_batches": counters.empty_batches, "dropped_cuts": dict(counters.dropped_cuts),
         "best": run.state.best, "final_metrics": metrics, "checkpoint": str(run.checkpoint_dir),
     }
+    if run.truncation is not None:
+        judged = torch.tensor(run.truncation.judged, dtype=torch.float64, device=run.device)
+        if dist.get_world_size() > 1:
+            dist.all_reduce(judged)  # and so every rank's log is written
+        judged = int(judged)
+        if run.is_main:
+            summary["truncation"] = {"judged": judged, **truncation_report(read_truncated(run.truncation_dir),
+                                                                           run.train_cuts)}
     if run.is_main:
         (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         print(json.dumps(summary, indent=2), flush=True)

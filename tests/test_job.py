@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from asr.config import ConfigError, load_config
-from asr.job import Job, targets_table
+from asr.job import Job, targets_table, truncation_line
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,6 +39,13 @@ def test_targets_table_marks_each_target():
     assert rows["language ID accuracy"].endswith("| 97.00% | ≥ 98% | NO |")
     assert rows["no-speech F1"].endswith("| 0.96 | ≥ 0.95 | yes |")
     assert rows["timestamp MAE (s)"].endswith("| – | ≤ 0.3 | NO |")  # not measured is not met
+
+
+def test_truncation_line_gives_the_figures_against_the_truth_where_known():
+    report = {"truncations": 9, "cuts": 4, "n_corrupt": 5, "precision": 0.75, "recall": 0.6}
+    assert truncation_line(report) == ("4 training cuts left out of the loss (9 times); against the recorded "
+                                       "corruption: precision 0.750, recall 0.600 of 5 wrong labels")
+    assert truncation_line({"truncations": 0, "cuts": 0}) == "0 training cuts left out of the loss (0 times)"
 
 
 def test_a_stopped_or_short_run_is_trained_again_and_not_evaluated(tmp_path, capsys):
@@ -87,6 +94,9 @@ def test_train_sh_runs_every_stage_then_reuses_them(tmp_path):
     shown = [line for line in out.splitlines() if line.startswith("example ")]
     assert len(shown) == 1 and shown[0].split()[1].endswith(".srt") and Path(shown[0].split()[1]).exists()
     assert "| WER, mean over languages |" in out and "whole job this time:" in out
+    truncation = json.loads((run / "summary.json").read_text())["truncation"]  # on in the demo recipe
+    assert truncation["n_cuts"] > 0  # the demo corpus records the truth of its labels
+    assert truncation_line(truncation) in out
     assert (tmp_path / "corpus" / "clean" / "kept_cuts.jsonl.gz").exists()
 
     trained = (run / "summary.json").stat().st_mtime

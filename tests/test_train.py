@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 import yaml
 from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
 
@@ -215,3 +216,18 @@ def test_a_translation_ctc_branch_trains_its_loss_and_is_validated(corpus, tmp_p
     assert len(trained) == 2 and all(r["translation_ctc_loss"] > 0 for r in trained)
     validated = [r for r in records if "dev_loss" in r]
     assert validated and 0 <= validated[-1]["dev_translation_ctc_cer"]  # the branch's own best path, scored
+
+
+def test_loss_truncation_keeps_each_ranks_scores_in_the_checkpoint_and_reports(corpus, tmp_path):
+    run_dir = tmp_path / "truncation"
+    launch(corpus, run_dir, 2, "optim.max_steps=3", "train.save_every=3", "optim.truncate_from_step=1",
+           "optim.truncate_history=50", "data.dev=[]")
+    [states_file] = (run_dir / "checkpoints" / "step-00000003").glob("mp_rank_00_model_states.pt")
+    states = torch.load(states_file, weights_only=False)["truncation"]
+    assert len(states) == 2  # one per rank, each rank's own scores
+    scores = [sorted(v for history in state["histories"].values() for v in history) for state in states]
+    assert all(scores) and scores[0] != scores[1]
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert all(r["truncated_cuts"] == 0 for r in records if "loss" in r)  # fewer than 50 scores: none judged
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["truncation"] == {"judged": 0, "truncations": 0, "cuts": 0}  # no recorded truth here

@@ -1,0 +1,144 @@
+"""Loss truncation: the training cuts whose labels the model itself finds implausible take no loss.
+
+Text-and-duration cleaning rules cannot see a transcript of another clip of about the same length, or
+a third of the words swapped for others (asr.data.clean). The CTC head can: it reads the audio frame by
+frame, and the CTC loss per target token of a cut whose transcript does not match its audio stays
+several times that of the cuts around it, while the model fits the clean majority first (the early
+learning of deep networks on noisy labels; Arpit et al. 2017, "A closer look at memorization in deep
+networks"). So from ``optim.truncate_from_step`` on, each cut with a transcript is scored by
+
+    s = log(CTC loss / target tokens)
+
+and compared with the scores of the last ``optim.truncate_history`` cuts of its language (the scale
+differs between languages): a cut above ``median + optim.truncate_mads * 1.4826 * MAD`` is an
+outlier and takes no loss in this batch, in any term (its label is suspect, whatever the task drawn
+for it). The rule is relative, so on clean labels it leaves out only the far tail; a cut is judged
+again each time it comes round, by the model of that moment. Cuts without a known transcript
+(translation-only pairs) and no-speech cuts are never left out.
+
+Every cut left out is written, with its step, score and bound, to ``truncated/rank-<r>.jsonl`` in the
+run folder, and counted in the logs and the run summary; where the manifest records the truth of its
+labels (the demo corpus), the summary gives the precision and recall of the cuts left out at least
+once (``truncation_report``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import deque
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+MIN_HISTORY = 50  # scores of a language seen before any of its cuts is judged
+MAD_SCALE = 1.4826  # the MAD of a normal distribution times this is its standard deviation
+EPS = 1e-3  # keeps the log of a perfectly fitted cut finite
+SPEED_AFFIX = re.compile(r"_sp\d+(\.\d+)?$")  # lhotse's perturb_speed appends it to a cut's id
+
+
+class LossTruncation:
+    """Picks the cuts of a batch that take loss; see the module docstring.
+
+    from_step : no cut is left out before this step (the scores are collected from the start)
+    mads : the bound, in scaled median absolute deviations above the median
+    history : scores kept per language
+    log_dir : where ``rank-<rank>.jsonl`` is written; None writes nothing
+    """
+
+    def __init__(self, from_step: int, mads: float, history: int, log_dir: Path | None = None, rank: int = 0):
+        if mads <= 0 or history < MIN_HISTORY:
+            raise ValueError(f"loss truncation needs mads > 0 and history >= {MIN_HISTORY}, got {mads}, {history}")
+        self.from_step = from_step
+        self.mads = mads
+        self.histories: dict[str, deque] = {}
+        self.history = history
+        self.log_path = None if log_dir is None else Path(log_dir) / f"rank-{rank}.jsonl"
+        self.truncated = 0  # cuts left out so far
+        self.judged = 0  # cuts compared with a bound so far
+
+    def bound(self, language: str) -> float | None:
+        """The score above which a cut of ``language`` is left out; None while too few are known."""
+        scores = self.histories.get(language)
+        if scores is None or len(scores) < MIN_HISTORY:
+            return None
+        values = np.fromiter(scores, dtype=np.float64)
+        median = float(np.median(values))
+        return median + self.mads * MAD_SCALE * float(np.median(np.abs(values - median)))
+
+    def __call__(self, per_token: Tensor, batch: dict, step: int) -> Tensor:
+        """The keep mask (B,) of a batch, given each cut's CTC loss per target token (B,)."""
+        keep = torch.ones(per_token.shape[0], dtype=torch.bool)
+        valid = batch["ctc_valid"].tolist()
+        lengths = batch["ctc_lengths"].tolist()
+        records = []
+        for i, loss in enumerate(per_token.detach().float().cpu().tolist()):
+            language = batch["languages"][i]
+            if not valid[i] or lengths[i] == 0 or language is None or not math.isfinite(loss):
+                continue
+            score = math.log(loss + EPS)
+            bound = self.bound(language) if step >= self.from_step else None
+            if bound is not None:
+                self.judged += 1
+                if score > bound:
+                    keep[i] = False
+                    records.append({"step": step, "cut": batch["cut_ids"][i], "language": language,
+                                    "score": round(score, 4), "bound": round(bound, 4)})
+            self.histories.setdefault(language, deque(maxlen=self.history)).append(score)
+        self.truncated += len(records)
+        if records and self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.log_path, "a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in records)
+        return keep.to(per_token.device)
+
+    # Exact resume: the scores behind the bounds and the counts go into the checkpoint, and the log
+    # forgets the lines of the steps a resumed run does again.
+
+    def state(self) -> dict:
+        return {"histories": {k: list(v) for k, v in self.histories.items()},
+                "truncated": self.truncated, "judged": self.judged}
+
+    def load_state(self, state: dict | None, step: int) -> None:
+        """Continue from a checkpoint's ``state()`` at ``step`` (None: from the start)."""
+        state = state or {"histories": {}, "truncated": 0, "judged": 0}
+        self.histories = {k: deque(v, maxlen=self.history) for k, v in state["histories"].items()}
+        self.truncated, self.judged = state["truncated"], state["judged"]
+        if self.log_path is not None and self.log_path.exists():
+            lines = [line for line in self.log_path.read_text().splitlines() if json.loads(line)["step"] < step]
+            self.log_path.write_text("".join(line + "\n" for line in lines))
+
+
+def read_truncated(log_dir: Path) -> list[dict]:
+    """Every record of every rank's log under ``log_dir``."""
+    return [json.loads(line) for path in sorted(Path(log_dir).glob("rank-*.jsonl"))
+            for line in path.read_text().splitlines() if line]
+
+
+def truncation_report(records: list[dict], cuts: Iterable) -> dict:
+    """Counts of the cuts left out; where the cuts record the truth of their labels, the precision and
+    recall of leaving out a cut at least once (asr.data.clean.evaluate_cleaning's figures)."""
+    from lhotse.utils import fastcopy
+
+    from asr.data.clean import evaluate_cleaning
+
+    times = {}
+    for record in records:
+        cut_id = SPEED_AFFIX.sub("", record["cut"])
+        times[cut_id] = times.get(cut_id, 0) + 1
+    kept, dropped = [], []
+    for cut in cuts:
+        if cut.id in times:
+            dropped.append(fastcopy(cut, custom={**(cut.custom or {}), "dropped_by": "loss_truncation"}))
+        else:
+            kept.append(cut)
+    report = {"truncations": len(records), "cuts": len(times)}
+    truth = evaluate_cleaning(kept, dropped)
+    if truth:
+        report.update({key: truth[key] for key in ("n_cuts", "n_corrupt", "true_positives", "precision", "recall",
+                                                   "recall_by_kind")})
+    return report

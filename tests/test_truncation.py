@@ -1,0 +1,142 @@
+import json
+import math
+
+import pytest
+import torch
+from lhotse import MonoCut, SupervisionSegment
+
+from asr.data.sequence import IGNORE
+from asr.loss import multitask_loss
+from asr.model import Output
+from asr.truncation import MIN_HISTORY, LossTruncation, read_truncated, truncation_report
+
+
+def scores_batch(languages, lengths=None, valid=None, ids=None):
+    n = len(languages)
+    return {"languages": list(languages), "cut_ids": ids or [f"c{i}" for i in range(n)],
+            "ctc_lengths": torch.tensor(lengths or [5] * n), "ctc_valid": torch.tensor(valid or [True] * n)}
+
+
+def fill(truncation, language, losses, step=0):
+    for loss in losses:
+        truncation(torch.tensor([loss]), scores_batch([language]), step=step)
+
+
+def clean_losses(n, centre=0.5):
+    return [centre * math.exp(0.2 * math.sin(i)) for i in range(n)]  # spread about 0.2 in log
+
+
+def test_an_outlier_of_its_language_is_left_out_and_logged(tmp_path):
+    truncation = LossTruncation(from_step=10, mads=3.0, history=100, log_dir=tmp_path, rank=1)
+    fill(truncation, "de", clean_losses(MIN_HISTORY))
+    fill(truncation, "ru", clean_losses(MIN_HISTORY, centre=2.0))  # a harder language: its own scale
+    # de 0.55: ordinary; de 3.0: six times the median; ru 3.0: ordinary for ru
+    keep = truncation(torch.tensor([0.55, 3.0, 3.0]), scores_batch(["de", "de", "ru"], ids=["a", "b", "c"]), step=10)
+    assert keep.tolist() == [True, False, True]
+    assert truncation.truncated == 1 and truncation.judged == 3
+    [record] = read_truncated(tmp_path)
+    assert record["cut"] == "b" and record["step"] == 10 and record["language"] == "de"
+    assert record["score"] == pytest.approx(math.log(3.0 + 1e-3), abs=1e-4) and record["bound"] < record["score"]
+    assert (tmp_path / "rank-1.jsonl").exists()
+
+
+def test_nothing_is_left_out_before_the_step_or_the_history_or_without_a_transcript(tmp_path):
+    truncation = LossTruncation(from_step=10, mads=3.0, history=100, log_dir=tmp_path)
+    fill(truncation, "de", clean_losses(MIN_HISTORY - 1))
+    outlier = torch.tensor([30.0])
+    assert truncation(outlier, scores_batch(["de"]), step=10).all()  # history one short
+    fill(truncation, "de", clean_losses(5))
+    assert truncation(outlier, scores_batch(["de"]), step=9).all()  # before from_step
+    assert truncation(outlier, scores_batch(["de"], valid=[False]), step=10).all()  # words unknown
+    assert truncation(outlier, scores_batch(["de"], lengths=[0]), step=10).all()  # no speech
+    assert truncation(outlier, scores_batch([None]), step=10).all()
+    assert truncation.truncated == 0 and read_truncated(tmp_path) == []
+    assert not truncation(outlier, scores_batch(["de"]), step=10).all()
+
+
+def test_the_bound_follows_the_recent_history_only():
+    truncation = LossTruncation(from_step=0, mads=3.0, history=MIN_HISTORY)
+    fill(truncation, "de", clean_losses(MIN_HISTORY, centre=5.0))
+    assert truncation(torch.tensor([6.0]), scores_batch(["de"]), step=0).all()
+    fill(truncation, "de", clean_losses(MIN_HISTORY, centre=0.5))  # the model got better: old scores gone
+    assert not truncation(torch.tensor([6.0]), scores_batch(["de"]), step=0).all()
+
+
+def test_a_resumed_truncation_decides_as_an_uninterrupted_one_and_forgets_replayed_lines(tmp_path):
+    losses = clean_losses(120) + [9.0] + clean_losses(30) + [8.0, 0.4, 7.0]
+    whole = LossTruncation(from_step=0, mads=3.0, history=80, log_dir=tmp_path / "whole")
+    decisions = [bool(whole(torch.tensor([x]), scores_batch(["it"]), step=i)) for i, x in enumerate(losses)]
+    assert decisions.count(False) == 3
+
+    first = LossTruncation(from_step=0, mads=3.0, history=80, log_dir=tmp_path / "resumed")
+    for i, x in enumerate(losses[:153]):  # steps 0-152; the checkpoint was taken after step 150
+        first(torch.tensor([x]), scores_batch(["it"]), step=i)
+        if i == 150:
+            saved = json.loads(json.dumps(first.state()))
+    resumed = LossTruncation(from_step=0, mads=3.0, history=80, log_dir=tmp_path / "resumed")
+    resumed.load_state(saved, step=151)  # steps 151 and 152 are done again
+    after = [bool(resumed(torch.tensor([x]), scores_batch(["it"]), step=i)) for i, x in enumerate(losses) if i >= 151]
+    assert after == decisions[151:]
+    assert read_truncated(tmp_path / "resumed") == read_truncated(tmp_path / "whole")
+    assert resumed.truncated == whole.truncated and resumed.judged == whole.judged
+
+
+def test_a_cut_left_out_takes_no_loss_in_any_term():
+    torch.manual_seed(0)
+    logits, ctc_logits, translation_logits = torch.randn(3, 4, 6), torch.randn(3, 8, 7), torch.randn(3, 8, 7)
+    batch = {"labels": torch.tensor([[1, 2, IGNORE, IGNORE], [3, 4, 5, IGNORE], [2, 2, 2, 2]]),
+             "ctc_targets": torch.tensor([[1, 2, 0], [3, 4, 5], [2, 0, 0]]), "ctc_lengths": torch.tensor([2, 3, 1]),
+             "ctc_valid": torch.tensor([True, True, True]),
+             "translation_ctc_targets": torch.tensor([[1], [2], [3]]),
+             "translation_ctc_lengths": torch.tensor([1, 1, 1]),
+             "translation_ctc_valid": torch.tensor([True, True, True])}
+    seen = {}
+
+    def leave_out_the_second(per_token, b):
+        seen["per_token"] = per_token
+        return torch.tensor([True, False, True])
+
+    output = Output(logits, ctc_logits, None, translation_logits)
+    loss = multitask_loss(output, batch, 0.1, 0.3, None, 0.2, select=leave_out_the_second)
+    rows = [0, 2]
+    without = multitask_loss(Output(logits[rows], ctc_logits[rows], None, translation_logits[rows]),
+                             {k: v[rows] for k, v in batch.items()}, 0.1, 0.3, None, 0.2)
+    assert loss.n_left_out == 1 and loss.n_tokens == without.n_tokens == 6
+    for term in ("total", "attention", "ctc", "translation_ctc"):
+        assert getattr(loss, term).item() == pytest.approx(getattr(without, term).item(), rel=1e-5), term
+    full = multitask_loss(output, batch, 0.1, 0.3, None, 0.2)
+    assert full.total.item() != pytest.approx(loss.total.item(), rel=1e-3)
+    # the select function is given each cut's CTC loss per target token
+    per_cut = torch.nn.functional.ctc_loss(ctc_logits.log_softmax(-1).transpose(0, 1), batch["ctc_targets"],
+                                           torch.full((3,), 8), batch["ctc_lengths"], blank=6, reduction="none")
+    assert torch.allclose(seen["per_token"], per_cut / batch["ctc_lengths"], rtol=1e-5)
+
+
+def test_truncation_needs_a_ctc_head():
+    batch = {"labels": torch.tensor([[0]]), "ctc_targets": torch.tensor([[0]]), "ctc_lengths": torch.tensor([1]),
+             "ctc_valid": torch.tensor([True])}
+    with pytest.raises(ValueError, match="CTC head"):
+        multitask_loss(Output(torch.zeros(1, 1, 2), None, None), batch, select=lambda p, b: torch.tensor([True]))
+
+
+def _cut(cut_id, corruption):
+    supervision = SupervisionSegment(id=cut_id, recording_id=cut_id, start=0, duration=1, text="x",
+                                     custom={"corruption": corruption})
+    return MonoCut(id=cut_id, start=0, duration=1, channel=0, supervisions=[supervision])
+
+
+def test_the_report_scores_cuts_left_out_against_the_recorded_truth():
+    cuts = [_cut("a", "other_clip"), _cut("b", None), _cut("c", "substitute"), _cut("d", None), _cut("e", None)]
+    records = [{"cut": "a", "step": 5}, {"cut": "a_sp1.1", "step": 9}, {"cut": "b_sp0.9", "step": 7}]
+    report = truncation_report(records, cuts)
+    assert report["truncations"] == 3 and report["cuts"] == 2  # "a" twice (once sped up), "b" once
+    assert report["precision"] == 0.5 and report["recall"] == 0.5
+    assert report["recall_by_kind"]["other_clip"]["recall"] == 1.0
+    assert report["recall_by_kind"]["substitute"]["recall"] == 0.0
+    plain = [MonoCut(id="z", start=0, duration=1, channel=0)]
+    assert truncation_report([{"cut": "z", "step": 1}], plain) == {"truncations": 1, "cuts": 1}
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="history"):
+        LossTruncation(from_step=0, mads=3.0, history=MIN_HISTORY - 1)
