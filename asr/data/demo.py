@@ -202,13 +202,20 @@ def make_demo_corpus(
 
 
 def _reuse(out_dir: Path, params: dict) -> DemoCorpus | None:
-    """The corpus already in out_dir, if it was made with `params` and its manifests are there."""
+    """The corpus already in out_dir, if it was made with `params` and its manifests are there; None
+    where none was finished there. A finished corpus made with other settings is an error, not remade:
+    run folders and cleaned manifests point at its audio by path."""
     try:
         made = json.loads((out_dir / "demo.json").read_text())
     except (OSError, ValueError):
         return None
+    if made["params"] != params:
+        changed = ", ".join(f"{key} {made['params'].get(key)!r} -> {value!r}" for key, value in params.items()
+                            if made["params"].get(key) != value)
+        raise ValueError(f"{out_dir}: a demo corpus made with other settings is there ({changed}); "
+                         "choose another folder (job.corpus, or --out) or remove this one to remake it")
     manifests = {split: out_dir / f"{split}_cuts.jsonl.gz" for split in SPLITS}
-    if made["params"] != params or not all(path.exists() for path in manifests.values()):
+    if not all(path.exists() for path in manifests.values()):
         return None
     summary = made["summary"] | {"out_dir": out_dir, "manifests": manifests, "seconds": 0.0, "reused": True}
     return DemoCorpus(**summary)

@@ -273,7 +273,9 @@ def test_an_existing_corpus_is_reused(corpus):
     assert corpus.manifests["train"].stat().st_mtime_ns == manifest_time
     params = json.loads((corpus.out_dir / "demo.json").read_text())["params"]
     assert demo._reuse(corpus.out_dir, params) is not None
-    assert demo._reuse(corpus.out_dir, params | {"seed": 1}) is None
+    with pytest.raises(ValueError, match=r"other settings is there \(seed 0 -> 1\); choose another folder"):
+        make_demo_corpus(corpus.out_dir, seed=1, corruption=EVERY_CLIP, workers=1, **TINY)
+    assert corpus.manifests["train"].stat().st_mtime_ns == manifest_time  # nothing was touched
 
 
 # ---- wrong labels -----------------------------------------------------------------------------------
