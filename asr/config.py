@@ -27,6 +27,7 @@ import yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 MODEL_PRESET_DIR = CONFIG_DIR / "model"
+TRUNCATE_MIN_HISTORY = 50  # loss truncation: scores of a language seen before any of its cuts is judged
 
 
 class ConfigError(ValueError):
@@ -142,8 +143,9 @@ class OptimConfig:
             raise ValueError(f"ctc_only_steps must be at least 0, got {self.ctc_only_steps}")
         if self.ctc_only_steps and self.ctc_weight == 0:
             raise ValueError("ctc_only_steps needs the CTC loss: set ctc_weight above 0 (and model.ctc_head)")
-        if self.truncate_from_step < 0 or self.truncate_mads <= 0 or self.truncate_history < 50:
-            raise ValueError("need truncate_from_step >= 0, truncate_mads > 0 and truncate_history >= 50, got "
+        if self.truncate_from_step < 0 or self.truncate_mads <= 0 or self.truncate_history < TRUNCATE_MIN_HISTORY:
+            raise ValueError(f"need truncate_from_step >= 0, truncate_mads > 0 and truncate_history >= "
+                             f"{TRUNCATE_MIN_HISTORY}, got "
                              f"{self.truncate_from_step}, {self.truncate_mads}, {self.truncate_history}")
 
 

@@ -35,7 +35,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-MIN_HISTORY = 50  # scores of a language seen before any of its cuts is judged
+from asr.config import TRUNCATE_MIN_HISTORY as MIN_HISTORY  # scores of a language seen before any is judged
+
 MAD_SCALE = 1.4826  # the MAD of a normal distribution times this is its standard deviation
 EPS = 1e-3  # keeps the log of a perfectly fitted cut finite
 SPEED_AFFIX = re.compile(r"_sp\d+(\.\d+)?$")  # lhotse's perturb_speed appends it to a cut's id
@@ -58,7 +59,6 @@ class LossTruncation:
         self.histories: dict[str, deque] = {}
         self.history = history
         self.log_path = None if log_dir is None else Path(log_dir) / f"rank-{rank}.jsonl"
-        self.truncated = 0  # cuts left out so far
         self.judged = 0  # cuts compared with a bound so far
 
     def bound(self, language: str) -> float | None:
@@ -89,25 +89,24 @@ class LossTruncation:
                     records.append({"step": step, "cut": batch["cut_ids"][i], "language": language,
                                     "score": round(score, 4), "bound": round(bound, 4)})
             self.histories.setdefault(language, deque(maxlen=self.history)).append(score)
-        self.truncated += len(records)
         if records and self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.log_path, "a") as f:
                 f.writelines(json.dumps(r) + "\n" for r in records)
         return keep.to(per_token.device)
 
-    # Exact resume: the scores behind the bounds and the counts go into the checkpoint, and the log
+    # Exact resume: the scores behind the bounds and the count go into the checkpoint, and the log
     # forgets the lines of the steps a resumed run does again.
 
     def state(self) -> dict:
         return {"histories": {k: list(v) for k, v in self.histories.items()},
-                "truncated": self.truncated, "judged": self.judged}
+                "judged": self.judged}
 
     def load_state(self, state: dict | None, step: int) -> None:
         """Continue from a checkpoint's ``state()`` at ``step`` (None: from the start)."""
-        state = state or {"histories": {}, "truncated": 0, "judged": 0}
+        state = state or {"histories": {}, "judged": 0}
         self.histories = {k: deque(v, maxlen=self.history) for k, v in state["histories"].items()}
-        self.truncated, self.judged = state["truncated"], state["judged"]
+        self.judged = state["judged"]
         if self.log_path is not None and self.log_path.exists():
             lines = [line for line in self.log_path.read_text().splitlines() if json.loads(line)["step"] < step]
             self.log_path.write_text("".join(line + "\n" for line in lines))
