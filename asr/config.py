@@ -133,6 +133,9 @@ class OptimConfig:
     truncate_from_step: int = 0
     truncate_mads: float = 3.0  # outlier: log loss above the median plus this many scaled MADs
     truncate_history: int = 300  # the recent cuts per language the median and MAD are taken over
+    # A cut once left out stays out for the rest of the run, its speed-perturbed copies with it (they
+    # share its transcript); false: it is judged again each time it comes round.
+    truncate_sticky: bool = False
 
     def __post_init__(self):
         if not 0.0 <= self.ctc_weight <= 1.0:

@@ -175,7 +175,8 @@ def setup(config: Config) -> Run:
     run = Run(config, run_dir, rank, world_size, device, tokenizer, engine, train_cuts, dev_cuts, dataset)
     if config.optim.truncate_from_step > 0:
         run.truncation = LossTruncation(config.optim.truncate_from_step, config.optim.truncate_mads,
-                                        config.optim.truncate_history, run.truncation_dir, rank)
+                                        config.optim.truncate_history, run.truncation_dir, rank,
+                                        config.optim.truncate_sticky)
     signal.signal(signal.SIGTERM, lambda *_: setattr(run, "stop_requested", True))
     signal.signal(signal.SIGINT, functools.partial(_interrupted, run))
     return run
@@ -350,6 +351,8 @@ def _train_on(run: Run, batch: dict, window: "_Window") -> bool:
         raise TrainingError(
             f"out of memory on a batch of {batch['audio_seconds']:.0f} s of audio: lower data.max_duration "
             f"(now {run.config.data.max_duration:g}, try {run.config.data.max_duration / 2:g})") from None
+    if run.truncation is not None:
+        _share_left_out(run.truncation)
     if not _agree(bool(torch.isfinite(loss.total)), device, all):
         counters.nonfinite_steps += 1
         counters.consecutive_nonfinite += 1
@@ -549,6 +552,12 @@ def _save(run: Run, metrics: dict | None = None) -> None:
     }
     checkpoint.save_training_state(run.engine, run.checkpoint_dir, state.step, client_state,
                                    run.config.train.keep_last, is_best)
+
+
+def _share_left_out(truncation: LossTruncation) -> None:
+    """Sticky truncation: every process learns the cuts the others left out for good in this micro-batch."""
+    if truncation.sticky and dist.get_world_size() > 1:
+        truncation.add_out(cut for new in _gathered(truncation.take_new_out()) for cut in new)
 
 
 def _gathered(value) -> list:

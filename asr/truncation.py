@@ -13,7 +13,12 @@ and compared with the scores of the last ``optim.truncate_history`` cuts of its 
 differs between languages): a cut above ``median + optim.truncate_mads * 1.4826 * MAD`` is an
 outlier and takes no loss in this batch, in any term (its label is suspect, whatever the task drawn
 for it). The rule is relative, so on clean labels it leaves out only the far tail; a cut is judged
-again each time it comes round, by the model of that moment. Cuts without a known transcript
+again each time it comes round, by the model of that moment, unless ``optim.truncate_sticky``: then a
+cut once left out stays out for the rest of the run, and so do its speed-perturbed copies, which carry
+the same transcript (the model rarely fits a wrong transcript well enough to pass the bound later, but
+the bound misses it on some of its rounds: on the demo corpus a wrong label left out at least once was
+left out on about two of its three rounds after the start). Every process leaves out the same cuts: the
+processes share the cuts they left out after each micro-batch. Cuts without a known transcript
 (translation-only pairs) and no-speech cuts are never left out.
 
 Every cut left out is written, with its step, score and bound, to ``truncated/rank-<r>.jsonl`` in the
@@ -49,9 +54,11 @@ class LossTruncation:
     mads : the bound, in scaled median absolute deviations above the median
     history : scores kept per language
     log_dir : where ``rank-<rank>.jsonl`` is written; None writes nothing
+    sticky : a cut left out once (by its id without lhotse's speed affix) stays out
     """
 
-    def __init__(self, from_step: int, mads: float, history: int, log_dir: Path | None = None, rank: int = 0):
+    def __init__(self, from_step: int, mads: float, history: int, log_dir: Path | None = None, rank: int = 0,
+                 sticky: bool = False):
         if mads <= 0 or history < MIN_HISTORY:
             raise ValueError(f"loss truncation needs mads > 0 and history >= {MIN_HISTORY}, got {mads}, {history}")
         self.from_step = from_step
@@ -59,7 +66,10 @@ class LossTruncation:
         self.histories: dict[str, deque] = {}
         self.history = history
         self.log_path = None if log_dir is None else Path(log_dir) / f"rank-{rank}.jsonl"
-        self.judged = 0  # cuts compared with a bound so far
+        self.judged = 0  # cuts compared with a bound (or, sticky, found left out before) so far
+        self.sticky = sticky
+        self.out: set[str] = set()  # sticky: the cuts left out, by their ids without the speed affix
+        self.new_out: list[str] = []  # sticky: the ones left out since the last ``take_new_out``
 
     def bound(self, language: str) -> float | None:
         """The score above which a cut of ``language`` is left out; None while too few are known."""
@@ -81,13 +91,20 @@ class LossTruncation:
             if not valid[i] or lengths[i] == 0 or language is None or not math.isfinite(loss):
                 continue
             score = math.log(loss + EPS)
-            bound = self.bound(language) if step >= self.from_step else None
-            if bound is not None:
+            cut_id = batch["cut_ids"][i]
+            base = SPEED_AFFIX.sub("", cut_id)
+            earlier = self.sticky and base in self.out
+            bound = self.bound(language) if step >= self.from_step and not earlier else None
+            if earlier or bound is not None:
                 self.judged += 1
-                if score > bound:
+                if earlier or score > bound:
                     keep[i] = False
-                    records.append({"step": step, "cut": batch["cut_ids"][i], "language": language,
-                                    "score": round(score, 4), "bound": round(bound, 4)})
+                    record = {"step": step, "cut": cut_id, "language": language, "score": round(score, 4),
+                              "bound": None if bound is None else round(bound, 4)}
+                    records.append({**record, "earlier": True} if earlier else record)
+                    if self.sticky and not earlier:
+                        self.out.add(base)
+                        self.new_out.append(base)
             self.histories.setdefault(language, deque(maxlen=self.history)).append(score)
         if records and self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,18 +112,28 @@ class LossTruncation:
                 f.writelines(json.dumps(r) + "\n" for r in records)
         return keep.to(per_token.device)
 
-    # Exact resume: the scores behind the bounds and the count go into the checkpoint, and the log
-    # forgets the lines of the steps a resumed run does again.
+    def take_new_out(self) -> list[str]:
+        """The cuts this process has left out for good since the last call (to share with the others)."""
+        new, self.new_out = self.new_out, []
+        return new
+
+    def add_out(self, cut_ids: Iterable[str]) -> None:
+        """Cuts other processes left out for good (sticky)."""
+        self.out.update(cut_ids)
+
+    # Exact resume: the scores behind the bounds, the cuts out for good and the count go into the
+    # checkpoint, and the log forgets the lines of the steps a resumed run does again.
 
     def state(self) -> dict:
         return {"histories": {k: list(v) for k, v in self.histories.items()},
-                "judged": self.judged}
+                "judged": self.judged, "out": sorted(self.out)}
 
     def load_state(self, state: dict | None, step: int) -> None:
         """Continue from a checkpoint's ``state()`` at ``step`` (None: from the start)."""
         state = state or {"histories": {}, "judged": 0}
         self.histories = {k: deque(v, maxlen=self.history) for k, v in state["histories"].items()}
         self.judged = state["judged"]
+        self.out, self.new_out = set(state.get("out", ())), []
         if self.log_path is not None and self.log_path.exists():
             lines = [line for line in self.log_path.read_text().splitlines() if json.loads(line)["step"] < step]
             self.log_path.write_text("".join(line + "\n" for line in lines))

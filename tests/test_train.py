@@ -221,10 +221,11 @@ def test_a_translation_ctc_branch_trains_its_loss_and_is_validated(corpus, tmp_p
 def test_loss_truncation_keeps_each_ranks_scores_in_the_checkpoint_and_reports(corpus, tmp_path):
     run_dir = tmp_path / "truncation"
     launch(corpus, run_dir, 2, "optim.max_steps=3", "train.save_every=3", "optim.truncate_from_step=1",
-           "optim.truncate_history=50", "data.dev=[]")
+           "optim.truncate_history=50", "optim.truncate_sticky=true", "data.dev=[]")
     [states_file] = (run_dir / "checkpoints" / "step-00000003").glob("mp_rank_00_model_states.pt")
     states = torch.load(states_file, weights_only=False)["truncation"]
     assert len(states) == 2  # one per rank, each rank's own scores
+    assert [state["out"] for state in states] == [[], []]
     scores = [sorted(v for history in state["histories"].values() for v in history) for state in states]
     assert all(scores) and scores[0] != scores[1]
     records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]

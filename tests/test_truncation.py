@@ -81,6 +81,30 @@ def test_a_resumed_truncation_decides_as_an_uninterrupted_one_and_forgets_replay
     assert resumed.judged == whole.judged
 
 
+def test_a_sticky_truncation_keeps_a_cut_and_its_speed_copies_out_and_resumes_with_them(tmp_path):
+    sticky = LossTruncation(from_step=0, mads=3.0, history=100, log_dir=tmp_path / "sticky", sticky=True)
+    fresh = LossTruncation(from_step=0, mads=3.0, history=100)
+    for truncation in (sticky, fresh):
+        fill(truncation, "de", clean_losses(MIN_HISTORY))
+        assert not truncation(torch.tensor([6.0]), scores_batch(["de"], ids=["bad"]), step=5).any()
+    assert sticky.take_new_out() == ["bad"] and sticky.take_new_out() == []
+    fitted = torch.tensor([0.5, 0.5, 0.5])  # the model fits it now, at every speed
+    ids = ["bad", "bad_sp1.1", "good"]
+    assert sticky(fitted, scores_batch(["de"] * 3, ids=ids), step=6).tolist() == [False, False, True]
+    assert fresh(fitted, scores_batch(["de"] * 3, ids=ids), step=6).all()
+    assert sticky.take_new_out() == []  # already out: nothing new to share
+    records = read_truncated(tmp_path / "sticky")
+    assert [(r["cut"], r.get("earlier", False)) for r in records] == [("bad", False), ("bad", True), ("bad_sp1.1", True)]
+    assert sticky.judged == fresh.judged == 4  # an earlier left-out counts as judged
+
+    resumed = LossTruncation(from_step=0, mads=3.0, history=100, sticky=True)
+    resumed.load_state(json.loads(json.dumps(sticky.state())), step=7)
+    assert not resumed(torch.tensor([0.5]), scores_batch(["de"], ids=["bad_sp0.9"]), step=7).any()
+    other = LossTruncation(from_step=0, mads=3.0, history=100, sticky=True)
+    other.add_out(["bad"])  # left out by another process
+    assert not other(torch.tensor([0.5]), scores_batch(["de"], ids=["bad"]), step=0).any()
+
+
 def test_a_cut_left_out_takes_no_loss_in_any_term():
     torch.manual_seed(0)
     logits, ctc_logits, translation_logits = torch.randn(3, 4, 6), torch.randn(3, 8, 7), torch.randn(3, 8, 7)
@@ -140,3 +164,28 @@ def test_the_report_scores_cuts_left_out_against_the_recorded_truth():
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="history"):
         LossTruncation(from_step=0, mads=3.0, history=MIN_HISTORY - 1)
+
+
+def _leave_out_one_and_share(rank, port, out_file):
+    import torch.distributed as dist
+
+    from asr.train import _share_left_out
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    truncation = LossTruncation(from_step=0, mads=3.0, history=MIN_HISTORY, sticky=True)
+    fill(truncation, "de", clean_losses(MIN_HISTORY))
+    truncation(torch.tensor([6.0]), scores_batch(["de"], ids=[f"bad{rank}_sp0.9"]), step=1)
+    _share_left_out(truncation)
+    _share_left_out(truncation)  # nothing new: nothing added, nothing lost
+    (out_file.parent / f"{out_file.name}{rank}").write_text(json.dumps(sorted(truncation.out)))
+    dist.destroy_process_group()
+
+
+def test_sticky_processes_share_the_cuts_they_left_out(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_leave_out_one_and_share, args=(port, tmp_path / "out"), nprocs=2)
+    assert [json.loads((tmp_path / f"out{r}").read_text()) for r in (0, 1)] == [["bad0", "bad1"]] * 2
