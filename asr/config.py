@@ -76,6 +76,10 @@ class TokenizerConfig:
     vocab_size: int = 4000  # text pieces; Whisper's special tokens come on top
     model_type: Literal["unigram", "bpe"] = "unigram"
     character_coverage: float = 0.9995
+    # Letters written twice in a row at least this many times in the training text get a piece of their
+    # own ("ll", "zz"; 0: none): with a vocabulary that spells letter by letter, CTC needs a blank
+    # between two equal pieces and writes many doubled letters once (asr.tokenizer.doubled_letter_pieces).
+    doubled_letters: int = 0
 
 
 @dataclass(frozen=True)

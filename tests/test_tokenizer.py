@@ -10,6 +10,7 @@ from asr.tokenizer import (
     SentencePieceCodec,
     SpecialTokens,
     Tokenizer,
+    doubled_letter_pieces,
     train_sentencepiece,
 )
 
@@ -279,6 +280,20 @@ def test_training_is_deterministic(model):
     assert train_sentencepiece(many, vocab_size=VOCAB_SIZE, max_sentences=100, num_threads=1) == first
     other_seed = train_sentencepiece(many, vocab_size=VOCAB_SIZE, max_sentences=100, seed=1, num_threads=1)
     assert other_seed != first
+
+
+def test_doubled_letters_get_pieces_of_their_own():
+    texts = [" La ragazza e il gatto nella villa.", " Il gatto, la bella ragazza.", " 1100 volte: ... !!"] * 10
+    # digits, punctuation and spaces are never doubled-letter pieces; "ll" 30 times, "zz" 20, "tt" 20, "gg" 0
+    assert doubled_letter_pieces(texts, 20) == ["ll", "tt", "zz"]
+    assert doubled_letter_pieces(texts, 21) == ["ll"]
+    doubled = train_sentencepiece(texts, 300, doubled_letters=20, num_threads=1)
+    plain = train_sentencepiece(texts, 300, num_threads=1)
+    pieces = spm.SentencePieceProcessor(model_proto=doubled).encode(" ragazza gatto", out_type=str)
+    assert "zz" in pieces and "tt" in pieces
+    assert not {"zz", "tt"} & set(spm.SentencePieceProcessor(model_proto=plain).encode(" ragazza gatto", out_type=str))
+    codec = SentencePieceCodec(doubled)
+    assert codec.decode(codec.encode(" La ragazza, il gatto.")) == " La ragazza, il gatto."
 
 
 def test_bpe_and_tiny_corpus():
