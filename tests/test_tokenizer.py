@@ -292,6 +292,11 @@ def test_doubled_letters_get_pieces_of_their_own():
     pieces = spm.SentencePieceProcessor(model_proto=doubled).encode(" ragazza gatto", out_type=str)
     assert "zz" in pieces and "tt" in pieces
     assert not {"zz", "tt"} & set(spm.SentencePieceProcessor(model_proto=plain).encode(" ragazza gatto", out_type=str))
+    # on top of vocab_size: as many pieces learnt as without them
+    many = CORPUS + texts
+    sizes = [spm.SentencePieceProcessor(model_proto=train_sentencepiece(many, 520, doubled_letters=n, num_threads=1))
+             .get_piece_size() for n in (0, 20)]
+    assert sizes == [520, 520 + len(doubled_letter_pieces(many, 20))] and sizes[1] > 520
     codec = SentencePieceCodec(doubled)
     assert codec.decode(codec.encode(" La ragazza, il gatto.")) == " La ragazza, il gatto."
 
