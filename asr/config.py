@@ -79,6 +79,7 @@ class TokenizerConfig:
     # Letters written twice in a row at least this many times in the training text get a piece of their
     # own ("ll", "zz"; 0: none): with a vocabulary that spells letter by letter, CTC needs a blank
     # between two equal pieces and writes many doubled letters once (asr.tokenizer.doubled_letter_pieces).
+    # They come on top of vocab_size.
     doubled_letters: int = 0
 
 

@@ -330,8 +330,7 @@ def train_sentencepiece(
     num_threads: part of the result: the same texts and arguments give the same bytes.
     doubled_letters: each letter written twice in a row at least this many times in the sample becomes
         a piece of its own ("ll", "zz"; 0: none, see ``doubled_letter_pieces``), on top of vocab_size:
-        the pieces learnt are as many as without them (in a small vocabulary, 12 doubled letters in
-        place of learnt pieces cost Russian its one multi-letter piece, "▁в", and half its accuracy).
+        the pieces learnt are as many as without them.
     """
     if model_type not in ("unigram", "bpe"):
         raise ValueError(f"unknown model_type {model_type!r}; expected 'unigram' or 'bpe'")
