@@ -260,13 +260,12 @@ class Job:
 
 def truncation_line(report: dict) -> str:
     """One line on the training cuts loss truncation left out (asr.truncation.truncation_report)."""
+    from asr.data.clean import format_ratio
+
     line = f"{report['cuts']} training cuts left out of the loss ({report['truncations']} times)"
     if report.get("precision") is not None or report.get("recall") is not None:
-        def ratio(value):
-            return "–" if value is None else f"{value:.3f}"
-
-        line += (f"; against the recorded corruption: precision {ratio(report.get('precision'))}, "
-                 f"recall {ratio(report.get('recall'))} of {report['n_corrupt']} wrong labels")
+        line += (f"; against the recorded corruption: precision {format_ratio(report.get('precision'))}, "
+                 f"recall {format_ratio(report.get('recall'))} of {report['n_corrupt']} wrong labels")
     return line
 
 

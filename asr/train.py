@@ -556,9 +556,12 @@ def _save(run: Run, metrics: dict | None = None) -> None:
 
 
 def _share_left_out(truncation: LossTruncation) -> None:
-    """Sticky truncation: every process learns the cuts the others left out for good in this micro-batch."""
-    if truncation.sticky and dist.get_world_size() > 1:
-        truncation.add_out(cut for new in _gathered(truncation.take_new_out()) for cut in new)
+    """Sticky truncation: every process learns the cuts the others left out for good in this micro-batch
+    (one process has no one to tell, but takes its new ones all the same, so that they do not pile up)."""
+    if truncation.sticky:
+        new = truncation.take_new_out()
+        if dist.get_world_size() > 1:
+            truncation.add_out(cut for shared in _gathered(new) for cut in shared)
 
 
 def _gathered(value) -> list:

@@ -177,7 +177,7 @@ def _clean(args) -> int:
 
 def clean(cuts: Path, out: Path, rules, tokenizer_path: Path | None = None) -> None:
     """Apply the cleaning ``rules`` (a CleanConfig) to the manifest ``cuts``; write and summarise."""
-    from asr.data.clean import clean_cuts
+    from asr.data.clean import clean_cuts, format_ratio
 
     tokenizer = None
     if tokenizer_path:
@@ -190,16 +190,12 @@ def clean(cuts: Path, out: Path, rules, tokenizer_path: Path | None = None) -> N
           f"turned into translation pairs {report['translated']['total']} -> {out}")
     evaluation = result.report.evaluation
     if evaluation:
-        print(f"against the recorded truth: precision {_share(evaluation['precision'])}, "
-              f"recall {_share(evaluation['recall'])} over {evaluation['n_corrupt']} corrupt of "
+        print(f"against the recorded truth: precision {format_ratio(evaluation['precision'])}, "
+              f"recall {format_ratio(evaluation['recall'])} over {evaluation['n_corrupt']} corrupt of "
               f"{evaluation['n_cuts']} cuts")
         for kind, figures in sorted(evaluation["recall_by_kind"].items()):
-            print(f"  {kind:12s} recall {_share(figures['recall'])} ({figures['dropped']}/{figures['n']})")
+            print(f"  {kind:12s} recall {format_ratio(figures['recall'])} ({figures['dropped']}/{figures['n']})")
     print(f"report: {out / 'report.md'}")
-
-
-def _share(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3f}"  # None: nothing to divide by (no drops, no corruption)
 
 
 def _shar(args) -> int:

@@ -625,6 +625,11 @@ def _ratio(numerator: int, denominator: int) -> float | None:
     return numerator / denominator if denominator else None
 
 
+def format_ratio(value: float | None) -> str:
+    """One of ``evaluate_cleaning``'s ratios for a report line: "–" where it is None (nothing to divide by)."""
+    return "–" if value is None else f"{value:.3f}"
+
+
 def evaluate_cleaning(kept: Iterable[Cut], dropped: Iterable[Cut]) -> dict[str, Any]:
     """Precision and recall of dropping corrupt cuts, where supervisions record ``custom["corruption"]``.
 
