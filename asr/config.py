@@ -269,7 +269,8 @@ class JobConfig:
     corpus is made there and cleaned first, and the model is evaluated on its test split afterwards.
 
     The data section's manifests default to the corpus's: ``train`` to the cleaning's kept windows (or
-    all training windows with ``clean: false``), ``dev`` to the dev windows, ``test`` to the test cuts.
+    all training windows with ``clean: false``), ``dev`` to the dev windows, ``test`` to the test cuts,
+    and ``noise`` (where ``data.noise_rate`` > 0) to the training split's no-speech clips.
     """
 
     corpus: str | None = None  # a folder for the demo corpus (asr-prepare demo); unset: no data stages
@@ -335,8 +336,9 @@ def with_job_defaults(config: Config) -> Config:
     if not corpus:
         return config
     train = f"{corpus}/clean/kept_cuts.jsonl.gz" if config.job.clean else f"{corpus}/train_windows.jsonl.gz"
+    noise = config.data.noise or ((f"{corpus}/train_nospeech_cuts.jsonl.gz",) if config.data.noise_rate > 0 else ())
     data = dataclasses.replace(config.data, train=config.data.train or (train,),
-                               dev=config.data.dev or (f"{corpus}/dev_windows.jsonl.gz",))
+                               dev=config.data.dev or (f"{corpus}/dev_windows.jsonl.gz",), noise=noise)
     job = dataclasses.replace(config.job, test=config.job.test or (f"{corpus}/test_cuts.jsonl.gz",))
     return dataclasses.replace(config, data=data, job=job)
 

@@ -19,6 +19,10 @@ def test_a_job_corpus_supplies_the_data_manifests_unless_they_are_given():
     assert config.data.train == ("c/clean/kept_cuts.jsonl.gz",)
     assert config.data.dev == ("c/dev_windows.jsonl.gz",)
     assert config.job.test == ("c/test_cuts.jsonl.gz",)
+    mixed = load_config(None, ["job.corpus=c", "data.noise_rate=0.5"])
+    assert mixed.data.noise == ("c/train_nospeech_cuts.jsonl.gz",)  # the training split's no-speech clips
+    assert load_config(None, ["job.corpus=c"]).data.noise == ()  # no mixing: no bank
+    assert load_config(None, ["job.corpus=c", "data.noise_rate=0.5", "data.noise=[n.jsonl.gz]"]).data.noise == ("n.jsonl.gz",)
     uncleaned = load_config(ROOT / "configs" / "demo.yaml", ["job.corpus=c", "job.clean=false"])
     assert uncleaned.data.train == ("c/train_windows.jsonl.gz",)
     given = load_config(ROOT / "configs" / "demo.yaml", ["data.train=[mine.jsonl.gz]", "job.test=[t.jsonl.gz]"])

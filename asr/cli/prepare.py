@@ -149,7 +149,7 @@ def make_demo(out: Path, hours: float = DEFAULT_HOURS, seed: int = 0, corruption
               min_eval_clips: int = 30, workers: int = 2) -> None:
     """Synthesise (or reuse) the demo corpus in ``out`` and write each split's 30 s windows beside it.
     ``corruption``: the share of train clips given a wrong label (None: the default mix, 0: none)."""
-    from asr.data.demo import Corruption, make_demo_corpus
+    from asr.data.demo import NOSPEECH_BANK, Corruption, make_demo_corpus, write_nospeech_bank
 
     mix = Corruption()
     if corruption is not None and not math.isclose(corruption, mix.total):
@@ -157,6 +157,8 @@ def make_demo(out: Path, hours: float = DEFAULT_HOURS, seed: int = 0, corruption
         mix = Corruption(**{k: v * scale for k, v in dataclasses.asdict(mix).items()})
     corpus = make_demo_corpus(out, hours=hours, seed=seed, corruption=mix, min_eval_clips=min_eval_clips,
                               workers=workers)
+    bank = write_nospeech_bank(corpus.manifests["train"], out / NOSPEECH_BANK)
+    print(f"train: {bank} no-speech clips -> {out / NOSPEECH_BANK} (a noise bank for data.noise)")
     for split, path in corpus.manifests.items():
         windows, report = window_cuts(CutSet.from_file(path))
         windows.to_file(out / f"{split}_windows.jsonl.gz")

@@ -72,6 +72,7 @@ EVAL_SHARE = 0.075  # speech audio of dev, and of test, as a share of train's
 MEAN_CLIP_SECONDS = 3.3  # of a speech clip, measured; to turn hours into numbers of cuts
 MEAN_LONGFORM_SECONDS = 55.0  # of a long-form recording, measured
 _SPLIT_CODE = {"train": 0, "dev": 1, "test": 2}
+NOSPEECH_BANK = "train_nospeech_cuts.jsonl.gz"  # the training split's no-speech clips, for data.noise
 
 
 @dataclass(frozen=True)
@@ -199,6 +200,19 @@ def make_demo_corpus(
     summary = dataclasses.asdict(corpus) | {"out_dir": None, "manifests": None}
     (out_dir / "demo.json").write_text(json.dumps({"params": params, "summary": summary}, indent=1))
     return corpus
+
+
+def write_nospeech_bank(train_cuts: str | Path, out: str | Path) -> int:
+    """Write the no-speech cuts of ``train_cuts`` (noise, beeps, chords, near silence) to ``out``, a
+    noise bank for ``data.noise``: mixed under training speech, sounds of the training split only teach
+    the model to hear speech through more kinds of sound. Returns how many cuts it holds."""
+    bank = CutSet.from_file(train_cuts).filter(_is_nospeech).to_eager()
+    bank.to_file(out)
+    return len(bank)
+
+
+def _is_nospeech(cut) -> bool:
+    return bool((cut.custom or {}).get("nospeech"))
 
 
 def _reuse(out_dir: Path, params: dict) -> DemoCorpus | None:

@@ -64,6 +64,10 @@ def test_demo_then_clean_reports_precision_and_recall(tmp_path, capsys):
     for split in ("train", "dev", "test"):
         windows = CutSet.from_file(out / f"{split}_windows.jsonl.gz")
         assert max(c.duration for c in windows) <= 30.0
+    bank = CutSet.from_file(out / "train_nospeech_cuts.jsonl.gz")  # the noise bank: train's no-speech clips
+    train = CutSet.from_file(out / "train_cuts.jsonl.gz")
+    assert len(bank) > 0 and {c.id for c in bank} == {c.id for c in train if c.custom.get("nospeech")}
+    assert all(not c.supervisions for c in bank)
     assert main(["clean", str(out / "train_windows.jsonl.gz"), "--out", str(out / "clean"),
                  "--set", "rate_outlier_min_count=5"]) == 0
     printed = capsys.readouterr().out
