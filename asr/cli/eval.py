@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pieces", action="store_true",
                         help="long-form transcription for the timestamp error cuts recordings at the CTC "
                              "head's pauses (asr-transcribe --pieces True)")
+    parser.add_argument("--group_by", metavar="KEY",
+                        help="also score the WER per value of this key of the cuts' custom fields (a recording "
+                             "condition, e.g. the demo corpus's noise)")
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
     args = parser.parse_args(argv)
 
@@ -56,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         options = DecodingOptions(without_timestamps=True, beam_size=args.beam_size, ctc_weight=ctc_weight)
         trained_unpadded = config is not None and not config.features.pad_to_30s
         metrics, hyps = evaluate_cuts(model, tokenizer, cuts, args.tasks.split(","), args.batch_size, options,
-                                      progress=True, mask_padding=trained_unpadded, pieces=args.pieces)
+                                      progress=True, mask_padding=trained_unpadded, pieces=args.pieces,
+                                      group_by=args.group_by)
     except (CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"asr-eval: error: {e}", file=sys.stderr)
         return 2

@@ -147,7 +147,8 @@ def _demo(args) -> int:
 
 def make_demo(out: Path, hours: float = DEFAULT_HOURS, seed: int = 0, corruption: float | None = None,
               min_eval_clips: int = 30, workers: int = 2) -> None:
-    """Synthesise (or reuse) the demo corpus in ``out`` and write each split's 30 s windows beside it.
+    """Synthesise (or reuse) the demo corpus in ``out`` and write each split's 30 s windows beside it,
+    and the training split's no-speech clips as a noise bank (``NOSPEECH_BANK``, for ``data.noise``).
     ``corruption``: the share of train clips given a wrong label (None: the default mix, 0: none)."""
     from asr.data.demo import NOSPEECH_BANK, Corruption, make_demo_corpus, write_nospeech_bank
 

@@ -47,9 +47,11 @@ class _Hyp:
 def evaluate_cuts(model: Model, tokenizer: Tokenizer, cuts: Iterable[Cut], tasks: Iterable[str] = TASKS,
                   batch_size: int = 16, options: DecodingOptions | None = None,
                   progress: bool = False, mask_padding: bool = False,
-                  pieces: bool = False) -> tuple[dict, list[dict]]:
+                  pieces: bool = False, group_by: str | None = None) -> tuple[dict, list[dict]]:
     """(metrics for ``asr.evaluate.report.write_report``, one hypothesis row per cut and task).
 
+    group_by : a key of the cuts' ``custom`` (a recording condition: "noise", "source"); the transcripts'
+        WER is then also scored per value, in ``metrics["wer_by"]`` (cuts without the key: "(none)")
     mask_padding : long-form windows tell the encoder their true length (models trained on unpadded
         clips; see ``TranscribeOptions``)
     pieces : long-form transcription cuts recordings at the CTC head's pauses (``TranscribeOptions``)"""
@@ -64,6 +66,8 @@ def evaluate_cuts(model: Model, tokenizer: Tokenizer, cuts: Iterable[Cut], tasks
     for start in tqdm(range(0, len(windows), batch_size), desc="evaluating", disable=not progress):
         hyps += _decode_batch(model, tokenizer, windows[start: start + batch_size], tasks, options, failed)
     metrics, rows = _score(hyps, tasks), _rows(hyps, tasks)
+    if group_by and "transcribe" in tasks:
+        metrics["wer_by"] = _wer_by(hyps, group_by)
     if "timestamps" in tasks:
         long_form = [c for c in cuts if len(c.supervisions) > 1]
         transcribing = TranscribeOptions(options, mask_padding=mask_padding, pieces=pieces)
@@ -133,6 +137,18 @@ def _score(hyps: list[_Hyp], tasks) -> dict:
         metrics["no_speech"] = no_speech([not h.cut.supervisions for h in hyps],
                                          [h.no_speech_prob > NO_SPEECH_THRESHOLD for h in hyps])
     return metrics
+
+
+def _wer_by(hyps: list[_Hyp], key: str) -> dict:
+    """``{"key": key, "groups": {value: word_error_rates(...)}}`` over the transcribed speech cuts."""
+    groups: dict[str, list[_Hyp]] = {}
+    for h in hyps:
+        if h.cut.supervisions and h.transcript is not None:
+            groups.setdefault(str((h.cut.custom or {}).get(key, "(none)")), []).append(h)
+    return {"key": key, "groups": {value: word_error_rates([reference_text(h.cut, "transcribe") for h in group],
+                                                           [h.transcript for h in group],
+                                                           [h.cut.supervisions[0].language for h in group])
+                                   for value, group in sorted(groups.items())}}
 
 
 def _timestamps(model: Model, tokenizer: Tokenizer, cuts: list[Cut],

@@ -81,7 +81,7 @@ def _json_safe(value):
 
 def markdown(metrics: dict, plots: list[str]) -> str:
     sections = ["# Evaluation\n"]
-    for key, section in (("wer", _wer_section), ("translation", _translation_section),
+    for key, section in (("wer", _wer_section), ("wer_by", _wer_by_section), ("translation", _translation_section),
                          ("language_id", _lid_section), ("no_speech", _no_speech_section),
                          ("timestamps", _timestamp_section)):
         if metrics.get(key):
@@ -117,6 +117,17 @@ def _wer_section(wer: dict) -> str:
             if character_languages else "")
     return ("## Transcription (WER and CER, %)\n\n"
             + _table(["language", "WER", "CER", "utterances", "words", "empty refs skipped"], rows) + note)
+
+
+def _wer_by_section(wer_by: dict) -> str:
+    groups = wer_by["groups"]
+    languages = sorted({language for wer in groups.values() for language in wer["languages"]})
+    rows = [[value, _percent(wer["mean_over_languages"]["wer"]), _percent(wer["pooled"]["wer"]),
+             wer["pooled"]["utterances"], *(_percent(wer["languages"].get(language, {}).get("wer"))
+                                           for language in languages)]
+            for value, wer in groups.items()]
+    return (f"## Transcription by {wer_by['key']} (WER, %)\n\n"
+            + _table([wer_by["key"], "mean over languages", "pooled", "utterances", *languages], rows))
 
 
 def _translation_section(scores: dict) -> str:

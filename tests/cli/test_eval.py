@@ -9,6 +9,7 @@ from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
 from asr.checkpoint import save
 from asr.cli.eval import main
 from asr.decoding.writers import to_srt
+from asr.evaluate.metrics import word_error_rates
 from asr.model import Model, ModelDims
 from asr.tokenizer import Tokenizer, train_sentencepiece
 
@@ -56,6 +57,29 @@ def test_eval_writes_metrics_report_plots_and_hypotheses(setup, capsys):
     assert all(abs(sum(r["language_probs"].values()) - 1) < 1e-4 for r in rows)
     assert {"wer_by_language.png", "lid_confusion.png", "report.md"} <= {p.name for p in out.iterdir()}
     assert "report:" in capsys.readouterr().out
+
+
+def test_group_by_scores_the_wer_per_value_of_a_custom_key(setup, tmp_path):
+    cuts = list(CutSet.from_file(setup / "cuts.jsonl.gz"))
+    for i, cut in enumerate(cuts):
+        if i != 4:  # c4 (fr) has no noise key: its own "(none)" group
+            cut.custom = {"noise": "hum" if i < 2 else "brown"}
+    CutSet.from_cuts(cuts).to_file(tmp_path / "cuts.jsonl.gz")
+    out = tmp_path / "out"
+    assert main(["--model", str(setup / "model.pt"), "--manifest", str(tmp_path / "cuts.jsonl.gz"),
+                 "--out", str(out), "--tasks", "transcribe", "--group_by", "noise"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    groups = metrics["wer_by"]["groups"]
+    assert metrics["wer_by"]["key"] == "noise" and set(groups) == {"hum", "brown", "(none)"}
+    speech = {"hum": ["c0", "c1"], "brown": ["c3"], "(none)": ["c4"]}  # c2 and c5 have no speech
+    assert {value: g["pooled"]["utterances"] for value, g in groups.items()} == {k: len(v) for k, v in speech.items()}
+    assert set(groups["hum"]["languages"]) == {"de", "fr"} and set(groups["brown"]["languages"]) == {"de"}
+    rows = {r["id"]: r for r in map(json.loads, (out / "hyps.jsonl").read_text().splitlines())}
+    for value, ids in speech.items():  # each group's errors are its own cuts' errors
+        alone = word_error_rates([rows[i]["reference"] for i in ids], [rows[i]["hypothesis"] for i in ids],
+                                 [rows[i]["reference_language"] for i in ids])
+        assert groups[value]["pooled"]["word_errors"] == alone["pooled"]["word_errors"]
+    assert "## Transcription by noise" in (out / "report.md").read_text()
 
 
 def test_unreadable_cut_is_reported_and_the_rest_scored(setup, tmp_path):
