@@ -23,3 +23,8 @@ The synthetic demo corpus also records the truth of each label it corrupted, in 
 ``custom``: ``corruption`` (None or the kind), ``true_text`` and ``true_language``, so that the
 cleaning rules' precision and recall can be measured.
 """
+
+
+def is_nospeech(cut) -> bool:
+    """Whether ``cut`` is marked as holding no speech (``custom["nospeech"]``, above)."""
+    return bool((cut.custom or {}).get("nospeech"))

@@ -93,6 +93,7 @@ from py3langid.langid import MODEL_FILE, LanguageIdentifier
 from tqdm import tqdm
 
 from asr.config import CleanConfig
+from asr.data import is_nospeech
 
 RULES_VERSION = 2  # bump when the same config would keep other cuts (the main job redoes its cleaning)
 MAD_TO_SIGMA = 0.6745  # standard deviations in one median absolute deviation of a normal distribution
@@ -248,10 +249,6 @@ class _Context:
     rate_stats: dict[str, tuple[float, float]] = field(default_factory=dict)  # language -> median, MAD
 
 
-def _is_nospeech(cut: Cut) -> bool:
-    return bool((cut.custom or {}).get("nospeech"))
-
-
 def _text(cut: Cut) -> str:
     return " ".join((s.text or "").strip() for s in cut.supervisions)
 
@@ -386,7 +383,7 @@ def _is_translation_pair(cut: Cut, ctx: _Context) -> bool:
     return (
         ctx.identify is not None
         and ctx.config.translation_pairs
-        and not _is_nospeech(cut)
+        and not is_nospeech(cut)
         and any(_language_verdict(s, ctx) == "english" for s in cut.supervisions)
     )
 
@@ -551,7 +548,7 @@ def _survey(cuts: Iterable[Cut], config: CleanConfig) -> _Survey:
         for sup in cut.supervisions:
             languages.add(sup.language)
             key = normalise_text(sup.text or "")
-            if not _is_nospeech(cut) and len(key) >= config.duplicate_min_chars:
+            if not is_nospeech(cut) and len(key) >= config.duplicate_min_chars:
                 recordings_by_text[key].add(_audio_id(cut))
             if _rate_chars(sup.text or ""):
                 log_rates[sup.language].append(_log_rate(sup))
@@ -574,7 +571,7 @@ def _context(cuts: Iterable[Cut], config: CleanConfig, tokenizer: TextEncoder | 
 
 def _reasons(cut: Cut, rules: list[tuple], ctx: _Context) -> list[str]:
     """The names of the rules that fire on ``cut``, in order."""
-    if _is_nospeech(cut):
+    if is_nospeech(cut):
         rules = [(rule, judges_nospeech) for rule, judges_nospeech in rules if judges_nospeech]
     return [reason for rule, _ in rules if (reason := rule(cut, ctx))]
 

@@ -40,7 +40,7 @@ import torch
 from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
 from tqdm import tqdm
 
-from asr.data import grammar
+from asr.data import grammar, is_nospeech
 from asr.data.synth import SAMPLE_RATE, synthesize
 
 DEFAULT_HOURS = 6.0  # of training speech: at 1 h the demo model over-fitted within its 5000 steps
@@ -206,13 +206,9 @@ def write_nospeech_bank(train_cuts: str | Path, out: str | Path) -> int:
     """Write the no-speech cuts of ``train_cuts`` (noise, beeps, chords, near silence) to ``out``, a
     noise bank for ``data.noise``: mixed under training speech, sounds of the training split only teach
     the model to hear speech through more kinds of sound. Returns how many cuts it holds."""
-    bank = CutSet.from_file(train_cuts).filter(_is_nospeech).to_eager()
+    bank = CutSet.from_file(train_cuts).filter(is_nospeech).to_eager()
     bank.to_file(out)
     return len(bank)
-
-
-def _is_nospeech(cut) -> bool:
-    return bool((cut.custom or {}).get("nospeech"))
 
 
 def _reuse(out_dir: Path, params: dict) -> DemoCorpus | None:

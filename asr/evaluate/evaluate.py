@@ -121,10 +121,7 @@ def _score(hyps: list[_Hyp], tasks) -> dict:
     metrics = {}
     speech = [h for h in hyps if h.cut.supervisions]
     if "transcribe" in tasks:
-        scored = [h for h in speech if h.transcript is not None]
-        metrics["wer"] = word_error_rates([reference_text(h.cut, "transcribe") for h in scored],
-                                          [h.transcript for h in scored],
-                                          [h.cut.supervisions[0].language for h in scored])
+        metrics["wer"] = _transcript_wer([h for h in speech if h.transcript is not None])
     if "translate" in tasks:
         scored = [h for h in speech if h.translation is not None]
         metrics["translation"] = translation_scores([reference_text(h.cut, "translate") for h in scored],
@@ -145,10 +142,13 @@ def _wer_by(hyps: list[_Hyp], key: str) -> dict:
     for h in hyps:
         if h.cut.supervisions and h.transcript is not None:
             groups.setdefault(str((h.cut.custom or {}).get(key, "(none)")), []).append(h)
-    return {"key": key, "groups": {value: word_error_rates([reference_text(h.cut, "transcribe") for h in group],
-                                                           [h.transcript for h in group],
-                                                           [h.cut.supervisions[0].language for h in group])
-                                   for value, group in sorted(groups.items())}}
+    return {"key": key, "groups": {value: _transcript_wer(group) for value, group in sorted(groups.items())}}
+
+
+def _transcript_wer(hyps: list[_Hyp]) -> dict:
+    """``word_error_rates`` of transcribed speech cuts against their references."""
+    return word_error_rates([reference_text(h.cut, "transcribe") for h in hyps], [h.transcript for h in hyps],
+                            [h.cut.supervisions[0].language for h in hyps])
 
 
 def _timestamps(model: Model, tokenizer: Tokenizer, cuts: list[Cut],
