@@ -143,14 +143,16 @@ def test_truncation_needs_a_ctc_head():
         multitask_loss(Output(torch.zeros(1, 1, 2), None, None), batch, select=lambda p, b: torch.tensor([True]))
 
 
-def _cut(cut_id, corruption):
+def _cut(cut_id, corruption, **custom):
     supervision = SupervisionSegment(id=cut_id, recording_id=cut_id, start=0, duration=1, text="x",
                                      custom={"corruption": corruption})
-    return MonoCut(id=cut_id, start=0, duration=1, channel=0, supervisions=[supervision])
+    return MonoCut(id=cut_id, start=0, duration=1, channel=0, supervisions=[supervision], custom=custom or None)
 
 
 def test_the_report_scores_cuts_left_out_against_the_recorded_truth():
-    cuts = [_cut("a", "other_clip"), _cut("b", None), _cut("c", "substitute"), _cut("d", None), _cut("e", None)]
+    cuts = [_cut("a", "other_clip"), _cut("b", None), _cut("c", "substitute"), _cut("d", None), _cut("e", None),
+            # X->English only, its transcript dropped by cleaning: never judged, so not in the figures
+            _cut("f", "drop", task="translate", transcript_dropped_by="rate_outlier")]
     records = [{"cut": "a", "step": 5}, {"cut": "a_sp1.1", "step": 9}, {"cut": "b_sp0.9", "step": 7}]
     report = truncation_report(records, cuts)
     assert report["truncations"] == 3 and report["cuts"] == 2  # "a" twice (once sped up), "b" once

@@ -190,7 +190,8 @@ def clean(cuts: Path, out: Path, rules, tokenizer_path: Path | None = None) -> N
     result.write(out)
     report = result.report.to_dict()
     print(f"kept {report['kept']['total']}, dropped {report['dropped']['total']}, "
-          f"turned into translation pairs {report['translated']['total']} -> {out}")
+          f"turned into translation pairs {report['translated']['total']}, "
+          f"kept with only their translation {report['translation_only']['total']} -> {out}")
     evaluation = result.report.evaluation
     if evaluation:
         print(f"against the recorded truth: precision {format_ratio(evaluation['precision'])}, "

@@ -15,9 +15,11 @@ Cut (one training example of at most 30 s; ``lhotse.MonoCut``)
     ``custom``        ``prev_text``: the text of the window before it in the same recording, for
                       ``<|startofprev|>`` prompts; ``nospeech``: True for a cut with no speech (it then has
                       no supervisions); ``task``: "translate" where cleaning found English text on
-                      non-English audio (the pair trains X->English only: the words heard are unknown);
+                      non-English audio, or dropped the transcript but kept the recorded translation
+                      (the cut trains X->English only: the words heard are unknown);
                       ``dropped_by`` / ``dropped_reasons``: the first / every cleaning rule that fired
-                      (dropped sets only).
+                      (dropped sets only); ``transcript_dropped_by`` / ``transcript_dropped_reasons``:
+                      the same for a cut kept with only its translation.
 
 The synthetic demo corpus also records the truth of each label it corrupted, in the supervision's
 ``custom``: ``corruption`` (None or the kind), ``true_text`` and ``true_language``, so that the

@@ -44,6 +44,17 @@ With ``translation_pairs`` on, such a cut is kept, not dropped: every supervisio
 of its audio (``text`` stays as given, in English).
 A cut that mixes English with text in its labelled language is dropped as a language mismatch.
 
+Translations of dropped transcripts. A recorded English translation (``custom["translation"]``) is a
+label of its own, often from another source than the transcript (subtitles in two languages). With
+``keep_translations`` on, a cut that only the rules judging the transcript drop (TRANSCRIPT_RULES: rate,
+case, punctuation, duplicates) and whose every supervision has a translation is kept for X->English
+only: it gets ``custom["task"] = "translate"`` and ``custom["transcript_dropped_by"]`` /
+``["transcript_dropped_reasons"]``. The translation is judged by its own rate first: characters per
+second of the audio, against the median and MAD of the corpus's translations of the same labelled
+language (the rate_outlier bound); an outlier (a label of another clip, translation and all) drops
+the cut. Audio, empty or too long texts and a language mismatch (the language label itself is in
+doubt) drop the whole cut.
+
 Language identification. py3langid chooses among the labelled languages found in the input plus
 English (or ``lid_languages`` plus English), which sharpens the choice between them; a text in a
 language outside that set goes to its nearest candidate, so add the languages a corpus may hide to
@@ -109,6 +120,10 @@ RULES = (
     "no_punctuation",
     "language_mismatch",
     "duplicate_text",
+)
+# The rules that judge only the transcript: a cut they drop may keep its translation (keep_translations).
+TRANSCRIPT_RULES = frozenset(
+    {"speaking_rate", "rate_outlier", "upper_case", "lower_case", "no_punctuation", "duplicate_text"}
 )
 
 NO_LANGUAGE = "-"  # the report's language for cuts without a labelled language (no-speech cuts)
@@ -247,6 +262,7 @@ class _Context:
     identify: LanguageID | None = None
     overused_texts: frozenset[str] = frozenset()
     rate_stats: dict[str, tuple[float, float]] = field(default_factory=dict)  # language -> median, MAD
+    translation_rate_stats: dict[str, tuple[float, float]] = field(default_factory=dict)  # the same, of translations
 
 
 def _text(cut: Cut) -> str:
@@ -291,18 +307,33 @@ def _speaking_rate(cut: Cut, ctx: _Context) -> str | None:
     return None
 
 
-def _log_rate(sup: SupervisionSegment) -> float:
-    return math.log(max(_rate_chars((sup.text or "").strip()), 1) / max(sup.duration, 1e-3))
+def _log_rate(sup: SupervisionSegment, text: str | None = None) -> float:
+    """log(characters per second) of ``text`` (default: the supervision's own) over the supervision."""
+    text = sup.text if text is None else text
+    return math.log(max(_rate_chars((text or "").strip()), 1) / max(sup.duration, 1e-3))
 
 
 def _rate_outlier(cut: Cut, ctx: _Context) -> str | None:
-    bound = outlier_bound(ctx.config.rate_outlier_mads, len(cut.supervisions))
+    return "rate_outlier" if _is_rate_outlier(cut, ctx.rate_stats, ctx.config, _text_of) else None
+
+
+def _is_rate_outlier(cut: Cut, stats: dict[str, tuple[float, float]], config: CleanConfig, text_of) -> bool:
+    """Whether any supervision's ``text_of(sup)`` is spoken at an outlying rate for its language."""
+    bound = outlier_bound(config.rate_outlier_mads, len(cut.supervisions))
     for sup in cut.supervisions:
-        if sup.language in ctx.rate_stats:
-            median, mad = ctx.rate_stats[sup.language]
-            if abs(_log_rate(sup) - median) > bound * mad:
-                return "rate_outlier"
-    return None
+        if sup.language in stats:
+            median, mad = stats[sup.language]
+            if abs(_log_rate(sup, text_of(sup)) - median) > bound * mad:
+                return True
+    return False
+
+
+def _text_of(sup: SupervisionSegment) -> str:
+    return sup.text or ""
+
+
+def _translation_of(sup: SupervisionSegment) -> str:
+    return (sup.custom or {}).get("translation") or ""
 
 
 def outlier_bound(mads: float, n: int) -> float:
@@ -388,6 +419,23 @@ def _is_translation_pair(cut: Cut, ctx: _Context) -> bool:
     )
 
 
+def _keeps_translation(cut: Cut, reasons: list[str], ctx: _Context) -> bool:
+    """Whether a cut that ``reasons`` drop keeps its translation (module docstring)."""
+    return (
+        ctx.config.keep_translations
+        and not is_nospeech(cut)
+        and set(reasons) <= TRANSCRIPT_RULES
+        and all(_translation_of(s).strip() for s in cut.supervisions)
+        and not _is_rate_outlier(cut, ctx.translation_rate_stats, ctx.config, _translation_of)
+    )
+
+
+def _as_translation_only(cut: Cut, reasons: list[str]) -> Cut:
+    custom = {**(cut.custom or {}), "task": "translate",
+              "transcript_dropped_by": reasons[0], "transcript_dropped_reasons": reasons}
+    return fastcopy(cut, custom=custom)
+
+
 def _as_translation_pair(cut: Cut) -> Cut:
     supervisions = [
         fastcopy(s, custom={**(s.custom or {}), "translation": (s.custom or {}).get("translation") or s.text})
@@ -410,27 +458,30 @@ def _with_total(counts: Counter) -> dict[str, int]:
 
 @dataclass
 class CleanReport:
-    """Counts of cuts per language: in, kept, converted to translation pairs, and per rule both
-    those it dropped (it fired first) and those it fired on at all."""
+    """Counts of cuts per language: in, kept, converted to translation pairs, kept with only their
+    translation, and per rule both the transcripts it dropped (it fired first) and those it fired on at
+    all. A cut kept for its translation counts as kept and under the rules that dropped its transcript."""
 
     rules: tuple[str, ...]  # the rules that ran, in order
     config: dict[str, Any] = field(default_factory=dict)
     cuts: Counter = field(default_factory=Counter)
     kept: Counter = field(default_factory=Counter)
     translated: Counter = field(default_factory=Counter)
+    translation_only: Counter = field(default_factory=Counter)
     dropped_by: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     fired: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     evaluation: dict[str, Any] = field(default_factory=dict)  # evaluate_cleaning's figures, when known
 
-    def count(self, language: str, reasons: list[str], translated: bool) -> None:
+    def count(self, language: str, reasons: list[str], translated: bool, translation_only: bool = False) -> None:
         self.cuts[language] += 1
         for reason in reasons:
             self.fired[reason][language] += 1
         if reasons:
             self.dropped_by[reasons[0]][language] += 1
-        else:
+        if translation_only or not reasons:
             self.kept[language] += 1
             self.translated[language] += translated
+            self.translation_only[language] += translation_only
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe; each count map has its languages and a "total"."""
@@ -441,6 +492,7 @@ class CleanReport:
             "kept": _with_total(self.kept),
             "dropped": _with_total(dropped),
             "translated": _with_total(+self.translated),
+            "translation_only": _with_total(+self.translation_only),
             "dropped_by": {rule: _with_total(self.dropped_by[rule]) for rule in self.rules},
             "fired": {rule: _with_total(self.fired[rule]) for rule in self.rules},
             "evaluation": self.evaluation,
@@ -455,12 +507,16 @@ class CleanReport:
             "# Cleaning report",
             "",
             f"{total} cuts in: {report['kept']['total']} kept ({report['translated']['total']} of them as "
-            f"X->English translation pairs), {report['dropped']['total']} dropped.",
+            f"X->English translation pairs, {report['translation_only']['total']} with only their translation), "
+            f"{report['dropped']['total']} dropped.",
             "",
-            "## Dropped, by the first rule that fired",
+            "## Transcripts dropped, by the first rule that fired",
+            "",
+            "A cut kept with only its translation counts under its rule and as kept, not as dropped.",
             "",
             *_table(languages, {**report["dropped_by"], "**dropped**": report["dropped"], "kept": report["kept"],
-                                "translated": report["translated"], "in": report["cuts"]}),
+                                "translated": report["translated"], "translation only": report["translation_only"],
+                                "in": report["cuts"]}),
             "",
             "## Every rule that fired (a cut counts under each)",
             "",
@@ -499,6 +555,7 @@ def _evaluation_markdown(evaluation: dict[str, Any]) -> list[str]:
         f"{evaluation['n_dropped']} dropped, {evaluation['true_positives']} of them corrupt.",
         f"Precision {_percent(evaluation['precision'])}, recall {_percent(evaluation['recall'])}; "
         f"{evaluation['translated']['corrupt']} of {evaluation['translated']['n']} translation pairs corrupt.",
+        _translation_only_line(evaluation["translation_only"]),
         "",
         "| corruption | cuts | dropped | recall |",
         "|---|---:|---:|---:|",
@@ -509,6 +566,12 @@ def _evaluation_markdown(evaluation: dict[str, Any]) -> list[str]:
     for rule, row in evaluation["by_rule"].items():
         lines.append(f"| {rule} | {row['dropped']} | {row['corrupt']} | {_percent(row['precision'])} |")
     return lines
+
+
+def _translation_only_line(figures: dict[str, Any]) -> str:
+    kinds = ", ".join(f"{kind} {n}" for kind, n in figures["kinds"].items())
+    return (f"{figures['n']} cuts kept with only their translation (counted above as dropped), "
+            f"{figures['corrupt']} of them with a wrong transcript" + (f" ({kinds})." if kinds else "."))
 
 
 @dataclass
@@ -539,11 +602,13 @@ class _Survey:
     languages: set[str]  # labelled languages
     overused_texts: frozenset[str]  # normalised texts on too many recordings
     rate_stats: dict[str, tuple[float, float]]  # language -> median and MAD of log(characters per second)
+    translation_rate_stats: dict[str, tuple[float, float]]  # the same for the translations, by labelled language
 
 
 def _survey(cuts: Iterable[Cut], config: CleanConfig) -> _Survey:
     """First pass over the corpus, for the rules that judge a cut against the others."""
-    languages, recordings_by_text, log_rates = set(), defaultdict(set), defaultdict(list)
+    languages, recordings_by_text = set(), defaultdict(set)
+    log_rates, translation_log_rates = defaultdict(list), defaultdict(list)
     for cut in cuts:
         for sup in cut.supervisions:
             languages.add(sup.language)
@@ -552,21 +617,24 @@ def _survey(cuts: Iterable[Cut], config: CleanConfig) -> _Survey:
                 recordings_by_text[key].add(_audio_id(cut))
             if _rate_chars(sup.text or ""):
                 log_rates[sup.language].append(_log_rate(sup))
+            if _rate_chars(_translation_of(sup)):
+                translation_log_rates[sup.language].append(_log_rate(sup, _translation_of(sup)))
     overused = frozenset(k for k, ids in recordings_by_text.items() if len(ids) > config.duplicate_max_copies)
-    return _Survey(languages - {None}, overused, _rate_statistics(log_rates, config.rate_outlier_min_count))
+    return _Survey(languages - {None}, overused, _rate_statistics(log_rates, config.rate_outlier_min_count),
+                   _rate_statistics(translation_log_rates, config.rate_outlier_min_count))
 
 
 def _context(cuts: Iterable[Cut], config: CleanConfig, tokenizer: TextEncoder | None) -> _Context:
     languages = set(config.lid_languages)
-    survey = _Survey(set(), frozenset(), {})
-    if (config.check_duplicates or config.check_rate_outliers
+    survey = _Survey(set(), frozenset(), {}, {})
+    if (config.check_duplicates or config.check_rate_outliers or config.keep_translations
             or (config.check_language and not config.lid_languages)):
         survey = _survey(cuts, config)
         languages = languages or survey.languages
     identify = LanguageID(languages | {"en"}) if config.check_language else None
     return _Context(config, tokenizer, identify,
                     survey.overused_texts if config.check_duplicates else frozenset(),
-                    survey.rate_stats if config.check_rate_outliers else {})
+                    survey.rate_stats if config.check_rate_outliers else {}, survey.translation_rate_stats)
 
 
 def _reasons(cut: Cut, rules: list[tuple], ctx: _Context) -> list[str]:
@@ -595,8 +663,11 @@ def clean_cuts(
     for cut in tqdm(cuts, desc="cleaning", disable=not progress):
         reasons = _reasons(cut, rules, ctx)
         translated = not reasons and _is_translation_pair(cut, ctx)
-        report.count(_language(cut), reasons, translated)
-        if reasons:
+        translation_only = bool(reasons) and _keeps_translation(cut, reasons, ctx)
+        report.count(_language(cut), reasons, translated, translation_only)
+        if translation_only:
+            kept.append(_as_translation_only(cut, reasons))
+        elif reasons:
             custom = {**(cut.custom or {}), "dropped_by": reasons[0], "dropped_reasons": reasons}
             dropped.append(fastcopy(cut, custom=custom))
         else:
@@ -638,14 +709,23 @@ def evaluate_cleaning(kept: Iterable[Cut], dropped: Iterable[Cut]) -> dict[str, 
         recall_by_kind  {kind: {n, dropped, recall}}          a cut counts under each of its kinds
         by_rule         {rule: {dropped, corrupt, precision, kinds: {kind: n}}}   by "dropped_by"
         translated      {n, corrupt}                          kept cuts turned into translation pairs
+        translation_only {n, corrupt, kinds: {kind: n}}       cuts kept with only their translation
+
+    A cut kept with only its translation counts as dropped: its transcript is.
     """
     by_kind, by_rule = defaultdict(Counter), defaultdict(Counter)
     kinds_by_rule = defaultdict(Counter)
     n_cuts = n_corrupt = n_dropped = true_positives = translated = translated_corrupt = 0
+    translation_only, translation_only_kinds = Counter(), Counter()
     for cut, is_dropped in [*((c, False) for c in kept), *((c, True) for c in dropped)]:
         kinds = _corruptions(cut)
         if kinds is None:
             continue
+        rule = (cut.custom or {}).get("dropped_by" if is_dropped else "transcript_dropped_by")
+        if rule and not is_dropped:
+            translation_only.update(n=1, corrupt=int(bool(kinds)))
+            translation_only_kinds.update(kinds)
+            is_dropped = True
         n_cuts += 1
         n_corrupt += bool(kinds)
         n_dropped += is_dropped
@@ -653,7 +733,6 @@ def evaluate_cleaning(kept: Iterable[Cut], dropped: Iterable[Cut]) -> dict[str, 
         for kind in kinds:
             by_kind[kind].update(n=1, dropped=int(is_dropped))
         if is_dropped:
-            rule = cut.custom["dropped_by"]
             by_rule[rule].update(dropped=1, corrupt=int(bool(kinds)))
             kinds_by_rule[rule].update(kinds)
         elif (cut.custom or {}).get("task") == "translate":
@@ -683,4 +762,9 @@ def evaluate_cleaning(kept: Iterable[Cut], dropped: Iterable[Cut]) -> dict[str, 
             if rule in by_rule
         },
         "translated": {"n": translated, "corrupt": translated_corrupt},
+        "translation_only": {
+            "n": translation_only["n"],
+            "corrupt": translation_only["corrupt"],
+            "kinds": dict(sorted(translation_only_kinds.items())),
+        },
     }

@@ -153,11 +153,13 @@ def _on_grid(seconds: float) -> float:
 
 
 def manifest_texts(cutsets: Iterable) -> Iterator[str]:
-    """Every transcript and English translation, written as the decoder sees them (" text")."""
+    """Every transcript and English translation, written as the decoder sees them (" text"); not the
+    text of a cut that trains X->English only (its transcript, where it has one, is dropped)."""
     for cuts in cutsets:
         for cut in cuts:
             for supervision in cut.supervisions:
-                yield " " + supervision.text.strip()
+                if not _text_is_not_heard(cut):
+                    yield " " + supervision.text.strip()
                 translation = (supervision.custom or {}).get("translation")
                 if translation:
                     yield " " + translation.strip()

@@ -345,6 +345,48 @@ def test_a_recorded_translation_is_kept_when_a_cut_becomes_a_pair():
     assert result.kept["de-audio"].supervisions[0].custom["translation"] == known
 
 
+def translated_corpus(extra):
+    """60 German clips with English translations at 11-14 characters per second, then ``extra``."""
+    sentence, english = "Heute sieht die Katze den Hund im Garten.", "Today the cat sees the dog in the garden."
+    rng = np.random.default_rng(0)
+    cuts = [cut_with(f"de{i}", seconds, [(0, seconds, sentence, "de", {"translation": english})])
+            for i, seconds in enumerate(33 / rng.uniform(11, 14, size=60))]
+    seconds = 33 / 12.5
+    return cuts + [cut_with(cut_id, seconds, [(0, seconds, text, language, translation and {"translation": translation})])
+                   for cut_id, text, language, translation in extra]
+
+
+def test_a_cut_whose_transcript_alone_fails_keeps_its_translation():
+    english = "Today the cat sees the dog in the garden."
+    cuts = translated_corpus([
+        ("lower", "heute sieht die katze den hund im garten.", "de", english),  # 11 chars/s
+        ("lower-untranslated", "heute sieht die katze den hund im garten.", "de", None),
+        ("lower-other-clip", "heute sieht die katze den hund im garten.", "de", english + " " + english),
+        ("fr-as-de", SENTENCES["fr"][0], "de", english),  # the language label itself is in doubt
+        ("fr", SENTENCES["fr"][1], "fr", None),  # French among the candidates of language ID
+    ])
+    cuts.append(cut_with("tiny", 0.2, [(0, 0.2, "heute sieht die katze.", "de", {"translation": english})]))
+    config = CleanConfig(check_duplicates=False, keep_translations=True)  # one sentence read 60 times
+    result, kept, dropped = clean(cuts, config)
+    assert "lower" in kept and len(kept) == 62
+    assert all("task" not in (c.custom or {}) for c in result.kept if c.id != "lower")
+    assert dropped == {"lower-untranslated": "lower_case", "lower-other-clip": "lower_case",
+                       "fr-as-de": "language_mismatch", "tiny": "duration"}
+    lower = result.kept["lower"]
+    assert lower.custom["task"] == "translate"
+    assert lower.custom["transcript_dropped_by"] == "lower_case"
+    assert lower.custom["transcript_dropped_reasons"] == ["lower_case"]
+    assert lower.supervisions[0].custom["translation"] == english  # the label is not edited
+    report = result.report.to_dict()
+    assert report["translation_only"] == {"de": 1, "total": 1} and report["translated"] == {"total": 0}
+    assert report["kept"]["total"] == 62 and report["dropped"]["total"] == 4
+    assert report["dropped_by"]["lower_case"] == {"de": 3, "total": 3}  # the transcript's drops, kept or not
+    assert "| translation only | 1 | 0 | 1 |" in result.report.to_markdown()  # de, fr, total
+
+    _, kept, dropped = clean(cuts, dataclasses.replace(config, keep_translations=False))
+    assert dropped["lower"] == "lower_case" and len(kept) == 61
+
+
 def test_english_with_text_in_the_labelled_language_is_a_mismatch_not_a_pair():
     mixed = cut_with("mixed", 6.0, [(0, 3, SENTENCES["de"][0], "de"), (3, 3, SENTENCES["en"][0], "de")])
     _, _, dropped = clean([mixed], only("language_mismatch"))
@@ -506,7 +548,8 @@ def test_write_outputs(tmp_path):
     assert json.loads((out / "report.json").read_text()) == result.report.to_dict()
     markdown = (out / "report.md").read_text()
     assert "| upper_case | 0 | 0 | 1 | 0 | 0 | 1 |" in markdown  # languages -, de, en, fr, zh, then the total
-    assert "12 cuts in: 7 kept (1 of them as X->English translation pairs), 5 dropped." in markdown
+    assert "12 cuts in: 7 kept (1 of them as X->English translation pairs, 0 with only their translation), " \
+           "5 dropped." in markdown
 
 
 def test_nospeech_cuts_only_face_the_audio_rules():
@@ -562,6 +605,14 @@ def test_evaluate_cleaning_against_hand_computed_figures():
         "language_mismatch": {"dropped": 1, "corrupt": 1, "precision": 1.0, "kinds": {"wrong_language": 1}},
     }
     assert evaluation["translated"] == {"n": 1, "corrupt": 1}
+    assert evaluation["translation_only"] == {"n": 0, "corrupt": 0, "kinds": {}}
+    # a cut kept with only its translation: its transcript counts as dropped by its rule
+    only_translation = cut_with("k-lower", 3.0, [(0, 3, "some text", "de", {"corruption": "case"})],
+                                task="translate", transcript_dropped_by="lower_case")
+    evaluation = evaluate_cleaning(CutSet.from_cuts([*kept, only_translation]), CutSet.from_cuts(dropped))
+    assert evaluation["n_dropped"] == 6 and evaluation["true_positives"] == 5
+    assert evaluation["by_rule"]["lower_case"]["dropped"] == 2 and evaluation["translated"]["n"] == 1
+    assert evaluation["translation_only"] == {"n": 1, "corrupt": 1, "kinds": {"case": 1}}
     assert evaluate_cleaning(CutSet.from_cuts([speech("a")]), CutSet.from_cuts([])) == {}
 
 

@@ -5,7 +5,7 @@ from lhotse import MonoCut, SupervisionSegment
 from lhotse.testing.dummies import dummy_recording
 
 from asr.config import DataConfig
-from asr.data.sequence import IGNORE, EmptyTranscript, SequenceTooLong, cut_to_example
+from asr.data.sequence import IGNORE, EmptyTranscript, SequenceTooLong, cut_to_example, manifest_texts
 from asr.tokenizer import Tokenizer, train_sentencepiece
 
 TEXTS = [" Heute sieht die Katze den Hund.", " Today the cat sees the dog.", " Le chat dort.", " Hallo Welt."] * 30
@@ -76,6 +76,14 @@ def test_translate_only_cut_has_no_ctc_target(tok):
                    custom={"task": "translate"})
     example = cut_to_example(cut, tok, options(translate_rate=0.0), random.Random(0))
     assert example.task == "translate" and example.ctc_targets is None
+
+
+def test_vocabulary_texts_leave_out_the_transcript_of_a_translate_only_cut():
+    german = make_cut(3.0, [(0.0, 3.0, "Heute sieht die Katze.", "de", "Today the cat sees.")])
+    dropped = make_cut(3.0, [(0.0, 3.0, "heute sieht die", "de", "Today the dog sleeps.")],
+                       custom={"task": "translate"})  # its transcript failed cleaning
+    texts = list(manifest_texts([[german, dropped]]))
+    assert texts == [" Heute sieht die Katze.", " Today the cat sees.", " Today the dog sleeps."]
 
 
 def test_translation_ctc_target_is_the_english_text_whatever_the_task(tok):
