@@ -49,22 +49,22 @@ def multitask_loss(output: Output, batch: dict, label_smoothing: float = 0.0, ct
         (bool, B); the others are left out of every term (asr.truncation). Needs the CTC loss.
     """
     labels = batch["labels"].to(output.logits.device)
-    ctc_per_cut = keep = None
+    ctc_losses = keep = None
     if ctc_weight > 0 or select is not None:
         if output.ctc_logits is None:
             raise ValueError("ctc_weight > 0 and loss truncation need a model with a CTC head (model.ctc_head: true)")
-        ctc_per_cut = _ctc_per_cut(output.ctc_logits, output.audio_lengths, batch, "ctc",
-                                   ctc_blank if ctc_blank is not None else output.ctc_logits.shape[-1] - 1)
+        ctc_losses = ctc_per_cut(output.ctc_logits, output.audio_lengths, batch, "ctc",
+                                 ctc_blank if ctc_blank is not None else output.ctc_logits.shape[-1] - 1)
     if select is not None:
-        lengths = batch["ctc_lengths"].to(ctc_per_cut.device)
-        keep = select(ctc_per_cut.detach() / lengths.clamp(min=1), batch)
+        lengths = batch["ctc_lengths"].to(ctc_losses.device)
+        keep = select(ctc_losses.detach() / lengths.clamp(min=1), batch)
         labels = labels.masked_fill(~keep[:, None], IGNORE)
     n_tokens = int((labels != IGNORE).sum())
     attention = F.cross_entropy(output.logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE,
                                 label_smoothing=label_smoothing, reduction="sum") / max(n_tokens, 1)
     ctc = attention.new_zeros(())
     if ctc_weight > 0:
-        ctc = _per_target_token(ctc_per_cut, batch, "ctc", keep)
+        ctc = _per_target_token(ctc_losses, batch, "ctc", keep)
     total = (1 - ctc_weight) * attention + ctc_weight * ctc
     translation = None
     if translation_ctc_weight > 0:
@@ -72,7 +72,7 @@ def multitask_loss(output: Output, batch: dict, label_smoothing: float = 0.0, ct
         if logits is None:
             raise ValueError("translation_ctc_weight > 0 needs a model with a translation CTC head "
                              "(model.translation_ctc_head: true)")
-        per_cut = _ctc_per_cut(logits, output.audio_lengths, batch, "translation_ctc",
+        per_cut = ctc_per_cut(logits, output.audio_lengths, batch, "translation_ctc",
                                ctc_blank if ctc_blank is not None else logits.shape[-1] - 1)
         translation = _per_target_token(per_cut, batch, "translation_ctc", keep)
         total = total + translation_ctc_weight * translation
@@ -80,7 +80,7 @@ def multitask_loss(output: Output, batch: dict, label_smoothing: float = 0.0, ct
     return Loss(total, attention, ctc, n_tokens, translation, n_left_out)
 
 
-def _ctc_per_cut(ctc_logits: Tensor, audio_lengths: Tensor | None, batch: dict, prefix: str, blank: int) -> Tensor:
+def ctc_per_cut(ctc_logits: Tensor, audio_lengths: Tensor | None, batch: dict, prefix: str, blank: int) -> Tensor:
     """Each cut's CTC loss (B,) against the batch's ``{prefix}_targets``; 0 where not ``{prefix}_valid``."""
     device = ctc_logits.device
     valid = batch[f"{prefix}_valid"].to(device)

@@ -7,6 +7,7 @@
     asr-prepare recipe librispeech /data/LibriSpeech --out manifests/librispeech [--download]
     asr-prepare demo manifests/demo [--hours 6] [--seed 0]         # the offline synthetic corpus
     asr-prepare clean manifests/demo/train_windows.jsonl.gz --out manifests/demo/clean [--set key=value]
+    asr-prepare score manifests/demo/clean/kept_cuts.jsonl.gz --model runs/demo/model.pt --out manifests/demo/scored
     asr-prepare shar manifests/mine/cuts.jsonl.gz --out shards/mine
     asr-prepare tokenizer manifests/*/cuts.jsonl.gz --out tokenizer.model --vocab-size 4000
 
@@ -93,6 +94,17 @@ def _parser() -> argparse.ArgumentParser:
                        help="a rule setting, e.g. --set rate_outlier_mads=3.5 (repeatable)")
     clean.set_defaults(run=_clean)
 
+    score = commands.add_parser("score", help="score every cut with a trained model's CTC head; flag each "
+                                "language's outliers (a second round's training set)")
+    score.add_argument("cuts", type=Path)
+    score.add_argument("--model", type=Path, required=True, help="a checkpoint of this project (asr-export)")
+    score.add_argument("--out", type=Path, required=True, help="folder for kept/flagged cuts, scores and the report")
+    score.add_argument("--mads", type=float, default=3.0,
+                       help="flag scores above the language's median plus this many scaled MADs")
+    score.add_argument("--batch-seconds", type=float, default=120.0, help="seconds of audio per batch")
+    score.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    score.set_defaults(run=_score)
+
     shar = commands.add_parser("shar", help="export cuts with their audio to lhotse Shar shards")
     shar.add_argument("cuts", type=Path)
     shar.add_argument("--out", type=Path, required=True)
@@ -168,6 +180,33 @@ def make_demo(out: Path, hours: float = DEFAULT_HOURS, seed: int = 0, corruption
     hours_made = ", ".join(f"{split} {h:.2f} h" for split, h in corpus.hours.items())
     made = "reused" if corpus.reused else f"made in {corpus.seconds:.0f} s, {corpus.speed:.0f}x real time"
     print(f"{hours_made} of audio in {corpus.out_dir} ({made})")
+
+
+def _score(args) -> int:
+    from asr.checkpoint import load
+    from asr.data.clean import format_ratio
+    from asr.scoring import score_cuts
+
+    loaded = load(args.model, args.device)
+    if loaded.tokenizer is None:
+        raise ValueError(f"{args.model}: no tokenizer in the checkpoint (an OpenAI checkpoint cannot score cuts yet)")
+    result = score_cuts(loaded.model, loaded.tokenizer, open_cuts(args.cuts), args.mads, args.batch_seconds,
+                        progress=True)
+    result.write(args.out)
+    report = result.report
+    print(f"scored {report['scored']} of {report['cuts']} cuts, flagged {report['flagged']} -> {args.out}")
+    truth = report["evaluation"]
+    if truth:
+        print(f"against the recorded truth: precision {format_ratio(truth['precision'])}, "
+              f"recall {format_ratio(truth['recall'])} over {truth['n_corrupt']} corrupt of "
+              f"{truth['n_cuts']} scored cuts")
+    return 0
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _clean(args) -> int:
