@@ -141,11 +141,6 @@ class OptimConfig:
     # A cut once left out stays out for the rest of the run, its speed-perturbed copies with it (they
     # share its transcript); false: it is judged again each time it comes round.
     truncate_sticky: bool = False
-    # Above 0: the median and MAD are taken over the last this many cuts of every language, each score
-    # less its language's offset (the median of its history less that of every language's), not over its
-    # language's history alone: as many scores over a few times fewer steps, so that the bound lags
-    # less behind a model still improving fast.
-    truncate_recent: int = 0
 
     def __post_init__(self):
         if not 0.0 <= self.ctc_weight <= 1.0:
@@ -156,8 +151,6 @@ class OptimConfig:
             raise ValueError(f"ctc_only_steps must be at least 0, got {self.ctc_only_steps}")
         if self.ctc_only_steps and self.ctc_weight == 0:
             raise ValueError("ctc_only_steps needs the CTC loss: set ctc_weight above 0 (and model.ctc_head)")
-        if self.truncate_recent and self.truncate_recent < TRUNCATE_MIN_HISTORY:
-            raise ValueError(f"truncate_recent must be 0 or at least {TRUNCATE_MIN_HISTORY}, got {self.truncate_recent}")
         if self.truncate_from_step < 0 or self.truncate_mads <= 0 or self.truncate_history < TRUNCATE_MIN_HISTORY:
             raise ValueError(f"need truncate_from_step >= 0, truncate_mads > 0 and truncate_history >= "
                              f"{TRUNCATE_MIN_HISTORY}, got "

@@ -176,7 +176,7 @@ def setup(config: Config) -> Run:
     if config.optim.truncate_from_step > 0:
         run.truncation = LossTruncation(config.optim.truncate_from_step, config.optim.truncate_mads,
                                         config.optim.truncate_history, run.truncation_dir, rank,
-                                        config.optim.truncate_sticky, config.optim.truncate_recent)
+                                        config.optim.truncate_sticky)
     signal.signal(signal.SIGTERM, lambda *_: setattr(run, "stop_requested", True))
     signal.signal(signal.SIGINT, functools.partial(_interrupted, run))
     return run

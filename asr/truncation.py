@@ -21,14 +21,6 @@ left out on about two of its three rounds after the start). Every process leaves
 processes share the cuts they left out after each micro-batch. Cuts without a known transcript
 (translation-only pairs) and no-speech cuts are never left out.
 
-With ``optim.truncate_recent`` above 0 the bound's median and MAD come from the last that many cuts
-of every language instead, each score less its language's offset (the median of its language's
-history less the median of all languages' histories together: both reach back as far, so the offset
-does not lag). The scale of the languages stays apart, and as many scores span a few times fewer steps:
-the per-language history of 300 cuts reaches back about 550 steps on the demo recipe, while its clean
-median falls by 0.18 per 200 steps around step 1000, so a wrong label passes a bound that has not
-caught up.
-
 Every cut left out is written, with its step, score and bound, to ``truncated/rank-<r>.jsonl`` in the
 run folder, and counted in the logs and the run summary; where the manifest records the truth of its
 labels (the demo corpus), the summary gives the precision and recall of the cuts left out at least
@@ -63,15 +55,12 @@ class LossTruncation:
     history : scores kept per language
     log_dir : where ``rank-<rank>.jsonl`` is written; None writes nothing
     sticky : a cut left out once (by its id without lhotse's speed affix) stays out
-    recent : above 0, the median and MAD are over the last ``recent`` cuts of every language, each less
-        its language's offset (module docstring)
     """
 
     def __init__(self, from_step: int, mads: float, history: int, log_dir: Path | None = None, rank: int = 0,
-                 sticky: bool = False, recent: int = 0):
-        if mads <= 0 or history < MIN_HISTORY or (recent and recent < MIN_HISTORY):
-            raise ValueError(f"loss truncation needs mads > 0, history >= {MIN_HISTORY} and recent 0 or "
-                             f">= {MIN_HISTORY}, got {mads}, {history}, {recent}")
+                 sticky: bool = False):
+        if mads <= 0 or history < MIN_HISTORY:
+            raise ValueError(f"loss truncation needs mads > 0 and history >= {MIN_HISTORY}, got {mads}, {history}")
         self.from_step = from_step
         self.mads = mads
         self.histories: dict[str, deque] = {}
@@ -81,28 +70,15 @@ class LossTruncation:
         self.sticky = sticky
         self.out: set[str] = set()  # sticky: the cuts left out, by their ids without the speed affix
         self.new_out: list[str] = []  # sticky: the ones left out since the last ``take_new_out``
-        self.recent = deque(maxlen=recent or None)  # (language, score) of the last cuts of every language
-        self.pooled = recent > 0
 
     def bound(self, language: str) -> float | None:
         """The score above which a cut of ``language`` is left out; None while too few are known."""
         scores = self.histories.get(language)
         if scores is None or len(scores) < MIN_HISTORY:
             return None
-        if not self.pooled:
-            return _upper_bound(np.fromiter(scores, dtype=np.float64), self.mads)
-        offsets = self.offsets()
-        values = np.array([score - offsets[lang] for lang, score in self.recent if lang in offsets])
-        return None if len(values) < MIN_HISTORY else offsets[language] + _upper_bound(values, self.mads)
-
-    def offsets(self) -> dict[str, float]:
-        """Each language's median score less the median of every language's scores (languages with
-        a full enough history)."""
-        full = {lang: np.fromiter(h, dtype=np.float64) for lang, h in self.histories.items() if len(h) >= MIN_HISTORY}
-        if not full:
-            return {}
-        overall = float(np.median(np.concatenate(list(full.values()))))
-        return {lang: float(np.median(values)) - overall for lang, values in full.items()}
+        values = np.fromiter(scores, dtype=np.float64)
+        median = float(np.median(values))
+        return median + self.mads * MAD_SCALE * float(np.median(np.abs(values - median)))
 
     def __call__(self, per_token: Tensor, batch: dict, step: int) -> Tensor:
         """The keep mask (B,) of a batch, given each cut's CTC loss per target token (B,)."""
@@ -130,8 +106,6 @@ class LossTruncation:
                         self.out.add(base)
                         self.new_out.append(base)
             self.histories.setdefault(language, deque(maxlen=self.history)).append(score)
-            if self.pooled:
-                self.recent.append((language, score))
         if records and self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.log_path, "a") as f:
@@ -152,7 +126,7 @@ class LossTruncation:
 
     def state(self) -> dict:
         return {"histories": {k: list(v) for k, v in self.histories.items()},
-                "judged": self.judged, "out": sorted(self.out), "recent": [list(r) for r in self.recent]}
+                "judged": self.judged, "out": sorted(self.out)}
 
     def load_state(self, state: dict | None, step: int) -> None:
         """Continue from a checkpoint's ``state()`` at ``step`` (None: from the start)."""
@@ -160,15 +134,9 @@ class LossTruncation:
         self.histories = {k: deque(v, maxlen=self.history) for k, v in state["histories"].items()}
         self.judged = state["judged"]
         self.out, self.new_out = set(state.get("out", ())), []
-        self.recent = deque((tuple(r) for r in state.get("recent", ())), maxlen=self.recent.maxlen)
         if self.log_path is not None and self.log_path.exists():
             lines = [line for line in self.log_path.read_text().splitlines() if json.loads(line)["step"] < step]
             self.log_path.write_text("".join(line + "\n" for line in lines))
-
-
-def _upper_bound(values: np.ndarray, mads: float) -> float:
-    median = float(np.median(values))
-    return median + mads * MAD_SCALE * float(np.median(np.abs(values - median)))
 
 
 def read_truncated(log_dir: Path) -> list[dict]:

@@ -134,13 +134,3 @@ def test_a_sections_own_value_check_names_the_file(tmp_path):
     with pytest.raises(ConfigError, match="min_duration <= max_duration") as error:
         load_config(path)
     assert str(path) in str(error.value) and "clean" in str(error.value)
-
-
-@pytest.mark.parametrize("text, fragment", [
-    ("optim: {truncate_history: 10}\n", "truncate_history >= 50"),
-    ("optim: {truncate_recent: 10}\n", "truncate_recent must be 0 or at least 50"),
-])
-def test_loss_truncation_settings_are_checked(tmp_path, text, fragment):
-    with pytest.raises(ConfigError, match=fragment):
-        load_config(write(tmp_path, text))
-    assert load_config(write(tmp_path, "optim: {truncate_recent: 300}\n")).optim.truncate_recent == 300

@@ -62,29 +62,6 @@ def test_the_bound_follows_the_recent_history_only():
     assert not truncation(torch.tensor([6.0]), scores_batch(["de"]), step=0).all()
 
 
-def test_a_pooled_bound_follows_a_model_that_improves_and_keeps_each_languages_scale():
-    def make(recent):
-        truncation = LossTruncation(from_step=0, mads=3.0, history=300, recent=recent)
-        for centre in (2.0, 1.0):  # 150 cuts per language at each level: the model got twice as good
-            for i in range(150):
-                fill(truncation, "de", [clean_losses(1, centre)[0] * math.exp(0.2 * math.sin(i))])
-                fill(truncation, "ru", [clean_losses(1, 4 * centre)[0] * math.exp(0.2 * math.cos(i))])
-        return truncation
-
-    per_language, pooled = make(0), make(MIN_HISTORY * 2)
-    # de's history is half at 2.0, half at 1.0: its own median sits between; the pooled recent scores
-    # are all at the new level, so 2.5 (2.5 times the new median) is an outlier only for the pooled bound
-    assert per_language(torch.tensor([2.5]), scores_batch(["de"]), step=0).all()
-    assert not pooled(torch.tensor([2.5]), scores_batch(["de"]), step=0).all()
-    assert pooled.offsets()["ru"] - pooled.offsets()["de"] == pytest.approx(math.log(4), abs=0.05)
-    assert pooled(torch.tensor([5.0]), scores_batch(["ru"]), step=0).all()  # ordinary for ru
-    assert not pooled(torch.tensor([10.0]), scores_batch(["ru"]), step=0).all()
-
-    resumed = LossTruncation(from_step=0, mads=3.0, history=300, recent=MIN_HISTORY * 2)
-    resumed.load_state(json.loads(json.dumps(pooled.state())), step=0)
-    assert list(resumed.recent) == list(pooled.recent) and resumed.bound("de") == pooled.bound("de")
-
-
 def test_a_resumed_truncation_decides_as_an_uninterrupted_one_and_forgets_replayed_lines(tmp_path):
     losses = clean_losses(120) + [9.0] + clean_losses(30) + [8.0, 0.4, 7.0]
     whole = LossTruncation(from_step=0, mads=3.0, history=80, log_dir=tmp_path / "whole")
@@ -189,8 +166,6 @@ def test_the_report_scores_cuts_left_out_against_the_recorded_truth():
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="history"):
         LossTruncation(from_step=0, mads=3.0, history=MIN_HISTORY - 1)
-    with pytest.raises(ValueError, match="recent"):
-        LossTruncation(from_step=0, mads=3.0, history=MIN_HISTORY, recent=MIN_HISTORY - 1)
 
 
 def _leave_out_one_and_share(rank, port, out_file):
