@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from asr.checkpoint import CheckpointError, load
+from asr.cli import default_device
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--group_by", metavar="KEY",
                         help="also score the WER per value of this key of the cuts' custom fields (a recording "
                              "condition, e.g. the demo corpus's noise)")
-    parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    parser.add_argument("--device", default=default_device())
     args = parser.parse_args(argv)
 
     from asr.data.dataset import open_cuts
@@ -94,10 +95,6 @@ def _compare(argv: list[str]) -> int:
     return 0
 
 
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from lhotse import CutSet
 
+from asr.cli import default_device
 from asr.data import importers
 from asr.data.dataset import export_shar, open_cuts
 from asr.data.demo import DEFAULT_HOURS
@@ -102,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--mads", type=float, default=3.0,
                        help="flag scores above the language's median plus this many scaled MADs")
     score.add_argument("--batch-seconds", type=float, default=120.0, help="seconds of audio per batch")
-    score.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    score.add_argument("--device", default=default_device())
     score.set_defaults(run=_score)
 
     shar = commands.add_parser("shar", help="export cuts with their audio to lhotse Shar shards")
@@ -201,12 +202,6 @@ def _score(args) -> int:
               f"recall {format_ratio(truth['recall'])} over {truth['n_corrupt']} corrupt of "
               f"{truth['n_cuts']} scored cuts")
     return 0
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _clean(args) -> int:

@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from asr.checkpoint import CheckpointError, load
+from asr.cli import default_device
 from asr.decoding import DecodingOptions
 from asr.decoding.ctc import DEFAULT_WEIGHT, default_weight
 from asr.decoding.transcribe import TranscribeOptions, transcribe_many
@@ -110,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("audio", nargs="+", help="audio files to transcribe")
     p.add_argument("--model", required=True, help="a checkpoint (asr-export's, or asr.checkpoint.save's)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    p.add_argument("--device", default=default_device(), help="cpu or cuda")
     p.add_argument("--output_dir", "-o", default=".", help="folder for the output files")
     p.add_argument("--output_format", "-f", default="all", choices=[*FORMATS, "all"], help="files to write")
     p.add_argument("--batch_size", type=int, default=8, help="recordings decoded together")
