@@ -125,7 +125,7 @@ def flag_outliers(scores: dict[str, tuple[str, float]], mads: float = 3.0) -> tu
 def score_cuts(model: Model, tokenizer: Tokenizer, cuts: Iterable[Cut], mads: float = 3.0,
                batch_seconds: float = 120.0, progress: bool = False) -> ScoreResult:
     """Score ``cuts`` with ``model``'s CTC head and split them into kept and flagged (module docstring)."""
-    from asr.data.clean import evaluate_cleaning
+    from asr.data.clean import evaluate_left_out
 
     if model.ctc is None:
         raise ValueError("scoring cuts needs a model with a CTC head (model.ctc_head: true)")
@@ -141,18 +141,14 @@ def score_cuts(model: Model, tokenizer: Tokenizer, cuts: Iterable[Cut], mads: fl
             flagged.append(fastcopy(cut, custom=custom))
         else:
             kept.append(cut)
-    judged = [c for c in cuts if c.id in scores]
-    truth = evaluate_cleaning([c for c in judged if c.id not in flagged_bounds],
-                              [fastcopy(c, custom={**(c.custom or {}), "dropped_by": RULE})
-                               for c in judged if c.id in flagged_bounds])
+    truth = evaluate_left_out((c for c in cuts if c.id in scores), flagged_bounds, RULE)
     flagged_by_language = Counter(scores[cut_id][0] for cut_id in flagged_bounds)
     report = {
         "cuts": len(cuts), "scored": len(scores), "flagged": len(flagged), "not_scored": dict(skipped),
         "mads": mads,
         "languages": {language: {**figures, "flagged": flagged_by_language[language]}
                       for language, figures in by_language.items()},
-        "evaluation": {key: truth[key] for key in ("n_cuts", "n_corrupt", "true_positives", "precision", "recall",
-                                                   "recall_by_kind")} if truth else {},
+        "evaluation": truth,
     }
     return ScoreResult(CutSet.from_cuts(kept), CutSet.from_cuts(flagged), scores, report)
 

@@ -149,25 +149,13 @@ def truncation_report(records: list[dict], cuts: Iterable) -> dict:
     """Counts of the cuts left out; where the cuts record the truth of their labels, the precision and
     recall of leaving out a cut at least once (asr.data.clean.evaluate_cleaning's figures) over the
     cuts it judges: those that train X->English only (no transcript heard) are left out of the figures."""
-    from lhotse.utils import fastcopy
-
-    from asr.data.clean import evaluate_cleaning
+    from asr.data import is_translation_only
+    from asr.data.clean import evaluate_left_out
 
     times = {}
     for record in records:
         cut_id = SPEED_AFFIX.sub("", record["cut"])
         times[cut_id] = times.get(cut_id, 0) + 1
-    kept, dropped = [], []
-    for cut in cuts:
-        if (cut.custom or {}).get("task") == "translate":
-            continue
-        if cut.id in times:
-            dropped.append(fastcopy(cut, custom={**(cut.custom or {}), "dropped_by": "loss_truncation"}))
-        else:
-            kept.append(cut)
-    report = {"truncations": len(records), "cuts": len(times)}
-    truth = evaluate_cleaning(kept, dropped)
-    if truth:
-        report.update({key: truth[key] for key in ("n_cuts", "n_corrupt", "true_positives", "precision", "recall",
-                                                   "recall_by_kind")})
-    return report
+    judged = (cut for cut in cuts if not is_translation_only(cut))
+    return {"truncations": len(records), "cuts": len(times),
+            **evaluate_left_out(judged, times, "loss_truncation")}

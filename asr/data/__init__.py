@@ -30,3 +30,8 @@ cleaning rules' precision and recall can be measured.
 def is_nospeech(cut) -> bool:
     """Whether ``cut`` is marked as holding no speech (``custom["nospeech"]``, above)."""
     return bool((cut.custom or {}).get("nospeech"))
+
+
+def is_translation_only(cut) -> bool:
+    """Whether ``cut`` trains X->English only, the words heard unknown (``custom["task"]``, above)."""
+    return (cut.custom or {}).get("task") == "translate"

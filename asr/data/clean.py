@@ -91,7 +91,7 @@ import re
 import statistics
 import unicodedata
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -104,7 +104,7 @@ from py3langid.langid import MODEL_FILE, LanguageIdentifier
 from tqdm import tqdm
 
 from asr.config import CleanConfig
-from asr.data import is_nospeech
+from asr.data import is_nospeech, is_translation_only
 
 RULES_VERSION = 2  # bump when the same config would keep other cuts (the main job redoes its cleaning)
 MAD_TO_SIGMA = 0.6745  # standard deviations in one median absolute deviation of a normal distribution
@@ -698,6 +698,21 @@ def format_ratio(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
+def evaluate_left_out(cuts: Iterable[Cut], left_out: Container[str], rule: str) -> dict[str, Any]:
+    """``evaluate_cleaning``'s figures of a filter after cleaning (loss truncation, scoring) that left out
+    the cuts whose ids are in ``left_out``, over ``cuts`` (the ones it judged): n_cuts, n_corrupt,
+    true_positives, precision, recall, recall_by_kind; {} where no cut records its truth."""
+    kept, dropped = [], []
+    for cut in cuts:
+        if cut.id in left_out:
+            dropped.append(fastcopy(cut, custom={**(cut.custom or {}), "dropped_by": rule}))
+        else:
+            kept.append(cut)
+    truth = evaluate_cleaning(kept, dropped)
+    return {key: truth[key] for key in ("n_cuts", "n_corrupt", "true_positives", "precision", "recall",
+                                        "recall_by_kind")} if truth else {}
+
+
 def evaluate_cleaning(kept: Iterable[Cut], dropped: Iterable[Cut]) -> dict[str, Any]:
     """Precision and recall of dropping corrupt cuts, where supervisions record ``custom["corruption"]``.
 
@@ -735,7 +750,7 @@ def evaluate_cleaning(kept: Iterable[Cut], dropped: Iterable[Cut]) -> dict[str, 
         if is_dropped:
             by_rule[rule].update(dropped=1, corrupt=int(bool(kinds)))
             kinds_by_rule[rule].update(kinds)
-        elif (cut.custom or {}).get("task") == "translate":
+        elif is_translation_only(cut):
             translated += 1
             translated_corrupt += bool(kinds)
     if not n_cuts:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from lhotse.cut import Cut
 
 from asr.config import DataConfig
+from asr.data import is_translation_only
 from asr.tokenizer import TIME_PRECISION, Tokenizer
 
 IGNORE = -100  # label of a position that takes no loss (torch's cross_entropy ignore_index)
@@ -92,7 +93,7 @@ def cut_to_example(cut: Cut, tokenizer: Tokenizer, options: DataConfig, rng: ran
     n = len(prompt)
     given = {*range(n + 1), n + 2} | (set() if timestamps else {n + 3})
     labels = [IGNORE if k in given else sequence[k] for k in range(1, len(sequence))]
-    heard = None if _text_is_not_heard(cut) else _plain_body([s.text for s in supervisions], tokenizer)
+    heard = None if is_translation_only(cut) else _plain_body([s.text for s in supervisions], tokenizer)
     english = reference_text(cut, "translate")
     if english is not None:
         english = _plain_body([english], tokenizer)
@@ -102,7 +103,7 @@ def cut_to_example(cut: Cut, tokenizer: Tokenizer, options: DataConfig, rng: ran
 
 
 def _choose_translate(cut: Cut, supervisions, options: DataConfig, rng: random.Random) -> bool:
-    if _text_is_not_heard(cut):
+    if is_translation_only(cut):
         return True  # cleaning found English text on non-English audio: a translation pair only
     if all(_translation(s) for s in supervisions):
         return rng.random() < options.translate_rate
@@ -115,15 +116,11 @@ def reference_text(cut: Cut, task: str) -> str | None:
     if not cut.supervisions:
         return None
     if task == "transcribe":
-        if _text_is_not_heard(cut):
+        if is_translation_only(cut):
             return None
         return " ".join(s.text.strip() for s in cut.supervisions)
     translations = [_translation(s) for s in cut.supervisions]
     return " ".join(t.strip() for t in translations) if all(translations) else None
-
-
-def _text_is_not_heard(cut: Cut) -> bool:
-    return (cut.custom or {}).get("task") == "translate"
 
 
 def _translation(supervision) -> str | None:
@@ -158,7 +155,7 @@ def manifest_texts(cutsets: Iterable) -> Iterator[str]:
     for cuts in cutsets:
         for cut in cuts:
             for supervision in cut.supervisions:
-                if not _text_is_not_heard(cut):
+                if not is_translation_only(cut):
                     yield " " + supervision.text.strip()
                 translation = (supervision.custom or {}).get("translation")
                 if translation:
