@@ -3,7 +3,9 @@
 #
 # It sets up what is missing (.venv with the package), then runs the config's stages (asr.job):
 #   1-2  the offline demo corpus and its weak-label cleaning   (configs with job.corpus)
-#   3    training: `python -m asr.train CONFIG key=value ...` launched once per device
+#   3    training: `python -m asr.train CONFIG key=value ...` launched once per device; with
+#        job.score_steps > 0 two rounds: a short first one whose model scores the training cuts
+#        (asr.scoring), then the run on the cuts it keeps
 #   4-5  export, evaluation on job.test, an example transcription
 # Every stage reuses what an earlier run finished; an interrupted run continues where it stopped.
 #
@@ -33,33 +35,52 @@ export PYTHONUNBUFFERED=1
 
 NNODES=${NNODES:-1}
 MAIN_NODE=$([ "${NODE_RANK:-0}" = 0 ] && echo 1 || echo 0)
-if [ "$MAIN_NODE" = 1 ]; then
-    $PY -m asr.job prepare "$CONFIG" "$@"
-    if ! $PY -m asr.job needs-training "$CONFIG" "$@"; then
-        exec $PY -m asr.job finish "$CONFIG" "$@"
-    fi
-fi
 
-if [ -n "${HOSTFILE:-}" ]; then
-    .venv/bin/deepspeed --hostfile "$HOSTFILE" --module asr.train "$CONFIG" "$@"
-else
-    GPUS=$($PY -c "import torch; print(torch.cuda.device_count())")
-    if [ "$GPUS" -gt 0 ]; then
-        NPROC=${NPROC:-$GPUS}
+launch() {  # one training run: python -m asr.train CONFIG "$@" on every device
+    if [ -n "${HOSTFILE:-}" ]; then
+        .venv/bin/deepspeed --hostfile "$HOSTFILE" --module asr.train "$CONFIG" "$@"
+        return
+    fi
+    local gpus nproc cores
+    gpus=$($PY -c "import torch; print(torch.cuda.device_count())")
+    if [ "$gpus" -gt 0 ]; then
+        nproc=${NPROC:-$gpus}
     else
-        NPROC=${NPROC:-$($PY -c "import sys; from asr.config import load_config; print(load_config(sys.argv[1], sys.argv[2:]).train.cpu_processes)" "$CONFIG" "$@")}
-        CORES=$($PY -c "import os; print(len(os.sched_getaffinity(0)))")
-        export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( CORES / NPROC > 0 ? CORES / NPROC : 1 ))}
+        nproc=${NPROC:-$($PY -c "import sys; from asr.config import load_config; print(load_config(sys.argv[1], sys.argv[2:]).train.cpu_processes)" "$CONFIG" "$@")}
+        cores=$($PY -c "import os; print(len(os.sched_getaffinity(0)))")
+        export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( cores / nproc > 0 ? cores / nproc : 1 ))}
     fi
     if [ "$NNODES" -gt 1 ]; then
         .venv/bin/torchrun --nnodes "$NNODES" --node_rank "${NODE_RANK:?set NODE_RANK}" \
             --master_addr "${MASTER_ADDR:?set MASTER_ADDR}" --master_port "${MASTER_PORT:-29500}" \
-            --nproc_per_node "$NPROC" -m asr.train "$CONFIG" "$@"
+            --nproc_per_node "$nproc" -m asr.train "$CONFIG" "$@"
     else
-        .venv/bin/torchrun --standalone --nproc_per_node "$NPROC" -m asr.train "$CONFIG" "$@"
+        .venv/bin/torchrun --standalone --nproc_per_node "$nproc" -m asr.train "$CONFIG" "$@"
+    fi
+}
+
+if [ "$MAIN_NODE" = 1 ]; then
+    $PY -m asr.job prepare "$CONFIG" "$@"
+fi
+
+# Two rounds (job.score_steps > 0): the first round's overrides, one per line; none for one round.
+mapfile -t FIRST_ROUND < <($PY -m asr.job first-round "$CONFIG" "$@")
+if [ "${#FIRST_ROUND[@]}" -gt 0 ]; then
+    if [ "$MAIN_NODE" = 0 ] || $PY -m asr.job needs-training --first-round "$CONFIG" "$@"; then
+        launch "$@" "${FIRST_ROUND[@]}"
+    fi
+    if [ "$MAIN_NODE" = 1 ]; then
+        $PY -m asr.job score "$CONFIG" "$@"
+    else  # the other nodes wait for node 0's scoring
+        SCORED=$($PY -c "import sys; from asr.config import load_config; print(load_config(sys.argv[1], sys.argv[2:]).data.train[0])" "$CONFIG" "$@")
+        until [ -f "$(dirname "$SCORED")/report.json" ]; do sleep 10; done
     fi
 fi
 
+if [ "$MAIN_NODE" = 1 ] && ! $PY -m asr.job needs-training "$CONFIG" "$@"; then
+    exec $PY -m asr.job finish "$CONFIG" "$@"
+fi
+launch "$@"
 if [ "$MAIN_NODE" = 1 ]; then
     exec $PY -m asr.job finish "$CONFIG" "$@"
 fi

@@ -279,6 +279,10 @@ class JobConfig:
     The data section's manifests default to the corpus's: ``train`` to the cleaning's kept windows (or
     all training windows with ``clean: false``), ``dev`` to the dev windows, ``test`` to the test cuts,
     and ``noise`` (where ``data.noise_rate`` > 0) to the training split's no-speech clips.
+
+    With ``score_steps`` > 0 the job has two rounds: the first trains on ``data.train`` (the config with
+    :func:`first_round_overrides`), and the run itself trains on the scored manifest,
+    :func:`scored_manifest`, which takes the place of ``data.train``.
     """
 
     corpus: str | None = None  # a folder for the demo corpus (asr-prepare demo); unset: no data stages
@@ -289,10 +293,19 @@ class JobConfig:
     clean: bool = True  # apply the cleaning rules (the clean: section) and train on what they keep
     test: tuple[str, ...] = ()  # manifests asr-eval scores the exported model on after training
     example: bool = True  # transcribe one long test recording at the end, to show the result
+    # Two rounds: > 0 trains a first round of this many steps on data.train (in <output_dir>/round1), scores
+    # every training cut with its CTC head (asr.scoring) and trains the run on the cuts it does not flag.
+    score_steps: int = 0
+    score_mads: float = 3.0  # flag a cut this many scaled MADs above its language's median score
+    first_round: tuple[str, ...] = ()  # key=value overrides for the first round only
 
     def __post_init__(self):
         if self.hours <= 0 or not 0 <= self.corruption <= 1:
             raise ValueError(f"need hours > 0 and corruption in [0, 1], got {self.hours}, {self.corruption}")
+        if self.score_steps < 0 or self.score_mads <= 0:
+            raise ValueError(f"need score_steps >= 0 and score_mads > 0, got {self.score_steps}, {self.score_mads}")
+        if any("=" not in item for item in self.first_round):
+            raise ValueError(f"first_round entries are key=value overrides, got {list(self.first_round)}")
 
 
 @functools.lru_cache(maxsize=16)
@@ -339,10 +352,36 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
 
 
 def with_job_defaults(config: Config) -> Config:
-    """Fill the data manifests a demo-corpus job leaves unset (see :class:`JobConfig`)."""
+    """Fill the data manifests a demo-corpus job leaves unset, and point a two-round job's training at
+    its first round's scored cuts (see :class:`JobConfig`)."""
+    if config.job.corpus:
+        config = _with_corpus_defaults(config)
+    if config.job.score_steps:
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, train=(str(scored_manifest(config)),)))
+    return config
+
+
+def first_round_dir(config: Config) -> Path:
+    """Where a two-round job's first round trains, and its scoring writes (``scored/``)."""
+    return Path(config.train.output_dir) / "round1"
+
+
+def scored_manifest(config: Config) -> Path:
+    """The cuts a two-round job's first-round model did not flag: the second round's training set."""
+    return first_round_dir(config) / "scored" / "kept_cuts.jsonl.gz"
+
+
+def first_round_overrides(config: Config) -> list[str]:
+    """The overrides that turn a two-round job's config into its first round's: ``job.score_steps`` steps
+    on the configured training set, in :func:`first_round_dir`, with dev loss but no dev decoding (the
+    round's model only scores cuts), then ``job.first_round``'s own."""
+    return ["job.score_steps=0", f"train.output_dir={first_round_dir(config)}",
+            f"optim.max_steps={config.job.score_steps}", "train.eval_every=0", "train.dev_decode_cuts=0",
+            *config.job.first_round]
+
+
+def _with_corpus_defaults(config: Config) -> Config:
     corpus = config.job.corpus
-    if not corpus:
-        return config
     train = f"{corpus}/clean/kept_cuts.jsonl.gz" if config.job.clean else f"{corpus}/train_windows.jsonl.gz"
     noise = config.data.noise or ((f"{corpus}/train_nospeech_cuts.jsonl.gz",) if config.data.noise_rate > 0 else ())
     data = dataclasses.replace(config.data, train=config.data.train or (train,),

@@ -5,6 +5,13 @@ an evaluated model::
     python -m asr.job needs-training CONFIG [...]       # exit 0 when stage 3 (training) has work left
     python -m asr.job finish CONFIG [...]               # 4 export + evaluation, 5 an example transcription
 
+A two-round job (``job.score_steps`` > 0) trains a short first round, scores the training cuts with it
+and trains the run on the cuts it keeps (asr.scoring)::
+
+    python -m asr.job first-round CONFIG [...]          # the first round's overrides, one per line
+    python -m asr.job needs-training --first-round CONFIG [...]
+    python -m asr.job score CONFIG [...]                # export the first round, score data.train
+
 Each stage reuses what an earlier run finished (the corpus and cleaning are stamped with the settings
 that made them, training resumes from its latest checkpoint, the export and evaluation are redone only
 when the checkpoint is newer), so a second run skips to the first unfinished stage. Stage times go to
@@ -25,7 +32,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from asr.config import Config, ConfigError, load_config, to_dict
+from asr.config import (Config, ConfigError, first_round_dir, first_round_overrides, load_config, scored_manifest,
+                        to_dict)
 
 STAGES = ("demo corpus", "weak-label cleaning", "training", "evaluation", "example transcription")
 EVAL_BEAMS = 5  # the evaluation's beam search
@@ -44,17 +52,30 @@ DEMO_TARGETS = {
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m asr.job", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("prepare", "needs-training", "finish"))
+    parser.add_argument("command", choices=("prepare", "first-round", "needs-training", "score", "finish"))
     parser.add_argument("config", type=Path)
     parser.add_argument("overrides", nargs="*", metavar="key=value")
+    parser.add_argument("--first-round", action="store_true",
+                        help="needs-training: ask about a two-round job's first round")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config, args.overrides)
-        job = Job(config)
+        first = None
+        if config.job.score_steps:
+            first = load_config(args.config, [*args.overrides, *first_round_overrides(config)])
+        if args.command == "first-round":
+            if first is not None:
+                print("\n".join(first_round_overrides(config)))
+            return 0
+        if args.first_round and first is None:
+            raise ConfigError("--first-round: the config has one round (job.score_steps is 0)")
+        job = Job(config, first)
         if args.command == "prepare":
             job.prepare()
         elif args.command == "needs-training":
-            return 0 if job.needs_training() else 1
+            return 0 if job.needs_training(first_round=args.first_round) else 1
+        elif args.command == "score":
+            job.score()
         else:
             return job.finish()
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as e:
@@ -64,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 class Job:
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, first: Config | None = None):
+        """``first``: a two-round job's first round (the config with asr.config.first_round_overrides)."""
         self.config = config
+        self.first = first
         self.run_dir = Path(config.train.output_dir)
         self.corpus = Path(config.job.corpus) if config.job.corpus else None
 
@@ -82,21 +105,50 @@ class Job:
             else:
                 print("switched off (job.clean=false): training on every training window")
 
-    def needs_training(self) -> bool:
-        """Whether the run folder lacks a finished training run of ``optim.max_steps``."""
-        done = self._unfinished_steps() is None
-        _banner(3, "reused: " + str(self.run_dir) if done else
-                f"vocabulary and model, {self.config.optim.max_steps} steps -> {self.run_dir}")
+    def needs_training(self, first_round: bool = False) -> bool:
+        """Whether the run folder (or with ``first_round`` the first round's) lacks a finished training
+        run of its ``optim.max_steps``."""
+        config = self.first if first_round else self.config
+        run_dir = Path(config.train.output_dir)
+        done = _unfinished_steps(config) is None
+        what = ("first round, to score the training cuts: " if first_round else
+                "second round, on the cuts the first round's model kept: " if self.first else "")
+        _banner(3, what + ("reused: " + str(run_dir) if done else
+                           f"vocabulary and model, {config.optim.max_steps} steps -> {run_dir}"))
         return not done
 
+    def score(self) -> None:
+        """Export the first round's model and score its training cuts (asr.scoring); the cuts it keeps are
+        the run's training set (asr.config.scored_manifest). Reused while newer than the model and made
+        with the same ``job.score_mads``."""
+        from asr.cli import default_device
+        from asr.data.dataset import open_cuts
+        from asr.scoring import score_checkpoint, summary_line
+
+        first_dir = first_round_dir(self.config)
+        if _unfinished_steps(self.first) is not None:
+            raise RuntimeError(f"{first_dir}: the first round has not finished; run the same command again")
+        out = scored_manifest(self.config).parent
+        _banner(3, f"scoring the training cuts with the first round's model -> {out}")
+        started = time.time()
+        model = _export(first_dir)
+        report = _read_json(out / "report.json") if _newer(out / "report.json", model) else None
+        if report and report["mads"] == self.config.job.score_mads and scored_manifest(self.config).exists():
+            print(f"reused: {out} ({summary_line(report)})")
+            return
+        (out / "report.json").unlink(missing_ok=True)
+        cuts = [cut for path in self.first.data.train for cut in open_cuts(path)]
+        score_checkpoint(model, cuts, out, self.config.job.score_mads, device=default_device(), progress=True)
+        self._record("scoring", time.time() - started)
+
     def finish(self) -> int:
-        stopped_at = self._unfinished_steps()
+        stopped_at = _unfinished_steps(self.config)
         if stopped_at is not None:
             print(f"\ntraining stopped at step {stopped_at} of {self.config.optim.max_steps}: "
                   f"run the same command again to continue from {self.run_dir / 'checkpoints'}")
             return 1
         with self._stage(4):
-            model = self._export()
+            model = _export(self.run_dir)
             evaluations = [self._evaluate(model, Path(test)) for test in self.config.job.test]
             failed = sum(1 for _, code in evaluations if code)
         example = None
@@ -105,15 +157,6 @@ class Job:
                 example = self._example(model, Path(self.config.job.test[0]))
         self._summary(model, [path for path, _ in evaluations], example)
         return 1 if failed else 0
-
-    def _unfinished_steps(self) -> int | None:
-        """The steps trained so far (0 without a summary) while training is unfinished; None once the
-        run folder's summary shows ``optim.max_steps`` trained without an early stop."""
-        summary = _read_json(self.run_dir / "summary.json") or {}
-        steps = summary.get("steps", 0)
-        if summary.get("stopped_early") or steps < self.config.optim.max_steps:
-            return steps
-        return None
 
     # -- stage bodies ------------------------------------------------------------------------------
 
@@ -137,20 +180,6 @@ class Job:
         (out / "stamp.json").unlink(missing_ok=True)
         clean(self.corpus / "train_windows.jsonl.gz", out, self.config.clean)
         (out / "stamp.json").write_text(json.dumps(stamp, indent=1))
-
-    def _export(self) -> Path:
-        from asr import checkpoint
-
-        model = self.run_dir / "model.pt"
-        tag = checkpoint.read_tag(self.run_dir / "checkpoints")
-        if tag is None:
-            raise FileNotFoundError(f"{self.run_dir / 'checkpoints'}: no checkpoint to export; train first")
-        if _newer(model, self.run_dir / "checkpoints" / tag):
-            print(f"reused: {model} ({tag})")
-        else:
-            checkpoint.export(self.run_dir, model, tag)
-            print(f"exported {tag} -> {model}")
-        return model
 
     def _eval_dir(self, test: Path) -> Path:
         if len(self.config.job.test) == 1:
@@ -228,6 +257,13 @@ class Job:
             print(f"example        {example}")
         if self.corpus:
             print(f"corpus         {self.corpus}  (README.md; cleaning report: {self.corpus / 'clean' / 'report.md'})")
+        if self.first:
+            from asr.scoring import summary_line
+
+            out = scored_manifest(self.config).parent
+            report = _read_json(out / "report.json")
+            if report:
+                print(f"first round    {first_round_dir(self.config)}: {summary_line(report)}  ({out / 'report.md'})")
         truncation = (_read_json(self.run_dir / "summary.json") or {}).get("truncation")
         if truncation:
             print(f"truncation     {truncation_line(truncation)}  ({self.run_dir / 'truncated'})")
@@ -282,6 +318,32 @@ def targets_table(metrics: dict) -> str:
         target = f"{'≥' if higher else '≤'} {bound * scale:g}{unit}"
         lines.append(f"| {label} | {format_headline(label, value)} | {target} | {'yes' if met else 'NO'} |")
     return "\n".join(lines)
+
+
+def _unfinished_steps(config: Config) -> int | None:
+    """The steps trained so far (0 without a summary) while training is unfinished; None once the run
+    folder's summary shows ``optim.max_steps`` trained without an early stop."""
+    summary = _read_json(Path(config.train.output_dir) / "summary.json") or {}
+    steps = summary.get("steps", 0)
+    if summary.get("stopped_early") or steps < config.optim.max_steps:
+        return steps
+    return None
+
+
+def _export(run_dir: Path) -> Path:
+    """The run's latest checkpoint as ``model.pt`` (asr-export), reused while newer than the checkpoint."""
+    from asr import checkpoint
+
+    model = run_dir / "model.pt"
+    tag = checkpoint.read_tag(run_dir / "checkpoints")
+    if tag is None:
+        raise FileNotFoundError(f"{run_dir / 'checkpoints'}: no checkpoint to export; train first")
+    if _newer(model, run_dir / "checkpoints" / tag):
+        print(f"reused: {model} ({tag})")
+    else:
+        checkpoint.export(run_dir, model, tag)
+        print(f"exported {tag} -> {model}")
+    return model
 
 
 def _banner(number: int, detail: str = "") -> None:

@@ -153,6 +153,34 @@ def score_cuts(model: Model, tokenizer: Tokenizer, cuts: Iterable[Cut], mads: fl
     return ScoreResult(CutSet.from_cuts(kept), CutSet.from_cuts(flagged), scores, report)
 
 
+def score_checkpoint(model_path: str | Path, cuts: Iterable[Cut], out_dir: str | Path, mads: float = 3.0,
+                     batch_seconds: float = 120.0, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
+    """Score ``cuts`` with an exported checkpoint of this project, write the result to ``out_dir``
+    (:meth:`ScoreResult.write`) and print what it flagged; the report."""
+    from asr.checkpoint import load
+
+    loaded = load(model_path, device)
+    if loaded.tokenizer is None:
+        raise ValueError(f"{model_path}: no tokenizer in the checkpoint (an OpenAI checkpoint cannot score cuts yet)")
+    result = score_cuts(loaded.model, loaded.tokenizer, cuts, mads, batch_seconds, progress=progress)
+    result.write(out_dir)
+    print(f"{summary_line(result.report)} -> {out_dir}")
+    return result.report
+
+
+def summary_line(report: dict[str, Any]) -> str:
+    """One line on what the scoring flagged, and how it did against the recorded truth where there is one."""
+    from asr.data.clean import format_ratio
+
+    line = f"scored {report['scored']} of {report['cuts']} cuts, flagged {report['flagged']}"
+    truth = report["evaluation"]
+    if truth:
+        line += (f"; against the recorded truth: precision {format_ratio(truth['precision'])}, "
+                 f"recall {format_ratio(truth['recall'])} over {truth['n_corrupt']} corrupt of "
+                 f"{truth['n_cuts']} scored cuts")
+    return line
+
+
 def report_markdown(report: dict) -> str:
     from asr.data.clean import format_ratio
 

@@ -7,9 +7,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
+from lhotse import CutSet
 
-from asr.config import ConfigError, load_config
+from asr.config import ConfigError, first_round_overrides, load_config
 from asr.job import Job, targets_table, truncation_line
+from asr.job import main as job_main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,6 +33,43 @@ def test_a_job_corpus_supplies_the_data_manifests_unless_they_are_given():
     assert load_config(None).data.train == ()  # no job corpus: nothing filled in
     with pytest.raises(ConfigError, match="corruption"):
         load_config(None, ["job.corruption=1.5"])
+
+
+def test_a_two_round_job_trains_on_the_cuts_its_first_round_kept():
+    base = ["job.corpus=c", "train.output_dir=r", "job.score_steps=7"]
+    config = load_config(ROOT / "configs" / "demo.yaml", base)
+    assert config.data.train == ("r/round1/scored/kept_cuts.jsonl.gz",)
+    first = load_config(ROOT / "configs" / "demo.yaml", [*base, *first_round_overrides(config)])
+    assert first.data.train == ("c/clean/kept_cuts.jsonl.gz",)  # the first round trains on the cleaned windows
+    assert (first.train.output_dir, first.optim.max_steps, first.job.score_steps) == ("r/round1", 7, 0)
+    assert first.train.dev_decode_cuts == 0 and first.data.dev == config.data.dev
+    given = [*base, "data.train=[a.jsonl.gz,b.jsonl.gz]"]
+    assert load_config(None, given).data.train == ("r/round1/scored/kept_cuts.jsonl.gz",)
+    assert load_config(None, [*given, *first_round_overrides(config)]).data.train == ("a.jsonl.gz", "b.jsonl.gz")
+    assert load_config(None, ["job.score_steps=0"]).data.train == ()  # one round: nothing replaced
+    own = [*base, "job.first_round=[optim.ctc_only_steps=7,data.max_duration=10]"]
+    first = load_config(ROOT / "configs" / "demo.yaml", [*own, *first_round_overrides(load_config(None, own))])
+    assert (first.optim.ctc_only_steps, first.data.max_duration, first.optim.max_steps) == (7, 10, 7)
+    with pytest.raises(ConfigError, match="score_steps"):
+        load_config(None, ["job.score_steps=-1"])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, ["job.first_round=[optim.lr]"])
+
+
+def test_scoring_needs_a_finished_first_round(tmp_path, capsys):
+    overrides = [f"train.output_dir={tmp_path}", "job.score_steps=5"]
+    config = load_config(ROOT / "configs" / "demo.yaml", overrides)
+    first = load_config(ROOT / "configs" / "demo.yaml", [*overrides, *first_round_overrides(config)])
+    assert Job(config, first).needs_training(first_round=True)
+    assert "first round, to score the training cuts: vocabulary and model, 5 steps" in capsys.readouterr().out
+    with pytest.raises(RuntimeError, match="the first round has not finished"):
+        Job(config, first).score()
+    assert job_main(["first-round", str(ROOT / "configs" / "demo.yaml"), *overrides]) == 0
+    assert capsys.readouterr().out.splitlines() == first_round_overrides(config)
+    one_round = [f"train.output_dir={tmp_path}", "job.score_steps=0"]
+    assert job_main(["first-round", str(ROOT / "configs" / "demo.yaml"), *one_round]) == 0 and capsys.readouterr().out == ""
+    assert job_main(["needs-training", "--first-round", str(ROOT / "configs" / "demo.yaml"), *one_round]) == 2
+    assert "job.score_steps is 0" in capsys.readouterr().err
 
 
 def test_targets_table_marks_each_target():
@@ -69,7 +109,7 @@ TINY = [
     "model.n_text_state=32", "model.n_text_head=2", "model.n_text_layer=1",
     "data.num_workers=0", "optim.max_steps=3", "optim.warmup_steps=1", "train.cpu_processes=1",
     "train.zero_stage=0", "train.eval_every=0", "train.save_every=2", "train.dev_decode_cuts=2",
-    "train.max_decode_tokens=8",
+    "train.max_decode_tokens=8", "job.score_steps=2",
 ]
 
 
@@ -102,11 +142,25 @@ def test_train_sh_runs_every_stage_then_reuses_them(tmp_path):
     assert truncation["n_cuts"] > 0  # the demo corpus records the truth of its labels
     assert truncation_line(truncation) in out
     assert (tmp_path / "corpus" / "clean" / "kept_cuts.jsonl.gz").exists()
+    # Two rounds: the first one's model scored the cleaned windows, and the run trained on those it kept.
+    first = run / "round1"
+    assert "first round, to score the training cuts: vocabulary and model, 2 steps" in out
+    assert json.loads((first / "summary.json").read_text())["steps"] == 2 and (first / "model.pt").exists()
+    scored = json.loads((first / "scored" / "report.json").read_text())
+    assert scored["cuts"] == len(CutSet.from_file(tmp_path / "corpus" / "clean" / "kept_cuts.jsonl.gz"))
+    assert scored["evaluation"]["n_cuts"] == scored["scored"] > 0  # the truth of the labels is recorded
+    kept = CutSet.from_file(first / "scored" / "kept_cuts.jsonl.gz")
+    assert len(kept) == scored["cuts"] - scored["flagged"]
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["data"]["train"] == [str(first / "scored" / "kept_cuts.jsonl.gz")]
+    assert f"first round    {first}: scored {scored['scored']} of {scored['cuts']} cuts" in out
 
     trained = (run / "summary.json").stat().st_mtime
     again = _train_sh(tmp_path)
     assert "(reused)" in again  # the corpus
     assert "reused: " + str(tmp_path / "corpus" / "clean") in again
-    assert "training -- reused" in again
+    assert "training -- first round, to score the training cuts: reused" in again
+    assert f"reused: {first / 'scored'}" in again
+    assert "training -- second round, on the cuts the first round's model kept: reused" in again
     assert f"reused: {run / 'model.pt'}" in again and f"reused: {run / 'eval' / 'metrics.json'}" in again
     assert (run / "summary.json").stat().st_mtime == trained  # training was not launched again

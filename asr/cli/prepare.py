@@ -184,23 +184,9 @@ def make_demo(out: Path, hours: float = DEFAULT_HOURS, seed: int = 0, corruption
 
 
 def _score(args) -> int:
-    from asr.checkpoint import load
-    from asr.data.clean import format_ratio
-    from asr.scoring import score_cuts
+    from asr.scoring import score_checkpoint
 
-    loaded = load(args.model, args.device)
-    if loaded.tokenizer is None:
-        raise ValueError(f"{args.model}: no tokenizer in the checkpoint (an OpenAI checkpoint cannot score cuts yet)")
-    result = score_cuts(loaded.model, loaded.tokenizer, open_cuts(args.cuts), args.mads, args.batch_seconds,
-                        progress=True)
-    result.write(args.out)
-    report = result.report
-    print(f"scored {report['scored']} of {report['cuts']} cuts, flagged {report['flagged']} -> {args.out}")
-    truth = report["evaluation"]
-    if truth:
-        print(f"against the recorded truth: precision {format_ratio(truth['precision'])}, "
-              f"recall {format_ratio(truth['recall'])} over {truth['n_corrupt']} corrupt of "
-              f"{truth['n_cuts']} scored cuts")
+    score_checkpoint(args.model, open_cuts(args.cuts), args.out, args.mads, args.batch_seconds, args.device)
     return 0
 
 
