@@ -64,8 +64,10 @@ if [ "$MAIN_NODE" = 1 ]; then
 fi
 
 # Two rounds (job.score_steps > 0): the first round's overrides, one per line; none for one round.
-mapfile -t FIRST_ROUND < <($PY -m asr.job first-round "$CONFIG" "$@")
-if [ "${#FIRST_ROUND[@]}" -gt 0 ]; then
+# (A command substitution, not mapfile < <(...): set -e stops on its failure.)
+FIRST_ROUND_LINES=$($PY -m asr.job first-round "$CONFIG" "$@")
+if [ -n "$FIRST_ROUND_LINES" ]; then
+    mapfile -t FIRST_ROUND <<< "$FIRST_ROUND_LINES"
     if [ "$MAIN_NODE" = 0 ] || $PY -m asr.job needs-training --first-round "$CONFIG" "$@"; then
         launch "$@" "${FIRST_ROUND[@]}"
     fi

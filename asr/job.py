@@ -67,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
             if first is not None:
                 print("\n".join(first_round_overrides(config)))
             return 0
-        if args.first_round and first is None:
-            raise ConfigError("--first-round: the config has one round (job.score_steps is 0)")
+        if (args.first_round or args.command == "score") and first is None:
+            what = "--first-round" if args.first_round else "score"
+            raise ConfigError(f"{what}: the config has one round (job.score_steps is 0)")
         job = Job(config, first)
         if args.command == "prepare":
             job.prepare()

@@ -4,6 +4,7 @@ on a tiny corpus and model, run twice to see every stage reused."""
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,38 @@ def test_scoring_needs_a_finished_first_round(tmp_path, capsys):
     assert job_main(["first-round", str(ROOT / "configs" / "demo.yaml"), *one_round]) == 0 and capsys.readouterr().out == ""
     assert job_main(["needs-training", "--first-round", str(ROOT / "configs" / "demo.yaml"), *one_round]) == 2
     assert "job.score_steps is 0" in capsys.readouterr().err
+    assert job_main(["score", str(ROOT / "configs" / "demo.yaml"), *one_round]) == 2
+    assert "score: the config has one round" in capsys.readouterr().err
+
+
+def test_scoring_is_reused_only_when_newer_than_the_model_and_made_with_the_same_mads(tmp_path, monkeypatch):
+    import asr.scoring
+
+    overrides = [f"train.output_dir={tmp_path}", "job.score_steps=5", "job.score_mads=3", "data.train=[a.jsonl.gz]"]
+    config = load_config(ROOT / "configs" / "demo.yaml", overrides)
+    first = load_config(ROOT / "configs" / "demo.yaml", [*overrides, *first_round_overrides(config)])
+    round1 = tmp_path / "round1"  # a finished first round, its export already made
+    (round1 / "checkpoints" / "step-00000005").mkdir(parents=True)
+    (round1 / "checkpoints" / "latest").write_text("step-00000005")
+    (round1 / "summary.json").write_text(json.dumps({"steps": 5, "stopped_early": False}))
+    (round1 / "model.pt").write_text("")
+    scored = round1 / "scored"
+    scored.mkdir()
+    (scored / "kept_cuts.jsonl.gz").write_text("")
+    (scored / "report.json").write_text(json.dumps({"mads": 3.0, "cuts": 4, "scored": 3, "flagged": 1,
+                                                    "evaluation": None}))
+    calls = []
+    monkeypatch.setattr(asr.scoring, "score_checkpoint", lambda *args, **kwargs: calls.append((args, kwargs)))
+    monkeypatch.setattr("asr.data.dataset.open_cuts", lambda path: [])
+    Job(config, first).score()
+    assert calls == []  # reused
+    Job(load_config(None, [*overrides, "job.score_mads=2"]), first).score()
+    assert len(calls) == 1 and calls[0][0][3] == 2.0 and not (scored / "report.json").exists()
+    os.utime(round1 / "model.pt", (time.time() + 10, time.time() + 10))  # a newer first-round model
+    (scored / "report.json").write_text(json.dumps({"mads": 3.0, "cuts": 4, "scored": 3, "flagged": 1,
+                                                    "evaluation": None}))
+    Job(config, first).score()
+    assert len(calls) == 2
 
 
 def test_targets_table_marks_each_target():
