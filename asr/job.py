@@ -121,7 +121,8 @@ class Job:
     def score(self) -> None:
         """Export the first round's model and score its training cuts (asr.scoring); the cuts it keeps are
         the run's training set (asr.config.scored_manifest). Reused while newer than the model and made
-        with the same ``job.score_mads``."""
+        with the same ``job.score_mads``; a second round already begun on an earlier scoring is an error,
+        not retrained or reused in silence."""
         from asr.cli import default_device
         from asr.data.dataset import open_cuts
         from asr.scoring import score_checkpoint, summary_line
@@ -134,7 +135,17 @@ class Job:
         started = time.time()
         model = _export(first_dir)
         report = _read_json(out / "report.json") if _newer(out / "report.json", model) else None
-        if report and report["mads"] == self.config.job.score_mads and scored_manifest(self.config).exists():
+        reuse = report and report["mads"] == self.config.job.score_mads and scored_manifest(self.config).exists()
+        # The second round writes its config.yaml each time it starts: one older than the scoring, or a
+        # scoring about to be redone, means a second round trained on cuts the scoring no longer keeps.
+        second_round = self.run_dir / "config.yaml"
+        if second_round.exists() and not (reuse and _newer(second_round, out / "report.json")):
+            raise RuntimeError(
+                f"{self.run_dir}: holds a second round trained on an earlier scoring of the training cuts "
+                f"({out}), which {'was redone since' if reuse else 'this config would redo'}; set another "
+                f"train.output_dir, or move {self.run_dir} away (its round1/ can be moved back to reuse the "
+                f"first round)")
+        if reuse:
             print(f"reused: {out} ({summary_line(report)})")
             return
         (out / "report.json").unlink(missing_ok=True)

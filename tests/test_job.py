@@ -75,7 +75,9 @@ def test_scoring_needs_a_finished_first_round(tmp_path, capsys):
     assert "score: the config has one round" in capsys.readouterr().err
 
 
-def test_scoring_is_reused_only_when_newer_than_the_model_and_made_with_the_same_mads(tmp_path, monkeypatch):
+def _scored_first_round(tmp_path, monkeypatch):
+    """A two-round job's config and first round, finished, exported and scored at 3 MADs; scoring calls
+    recorded instead of made."""
     import asr.scoring
 
     overrides = [f"train.output_dir={tmp_path}", "job.score_steps=5", "job.score_mads=3", "data.train=[a.jsonl.gz]"]
@@ -94,15 +96,40 @@ def test_scoring_is_reused_only_when_newer_than_the_model_and_made_with_the_same
     calls = []
     monkeypatch.setattr(asr.scoring, "score_checkpoint", lambda *args, **kwargs: calls.append((args, kwargs)))
     monkeypatch.setattr("asr.data.dataset.open_cuts", lambda path: [])
+    return overrides, config, first, calls
+
+
+def test_scoring_is_reused_only_when_newer_than_the_model_and_made_with_the_same_mads(tmp_path, monkeypatch):
+    overrides, config, first, calls = _scored_first_round(tmp_path, monkeypatch)
+    scored = tmp_path / "round1" / "scored"
     Job(config, first).score()
     assert calls == []  # reused
     Job(load_config(None, [*overrides, "job.score_mads=2"]), first).score()
     assert len(calls) == 1 and calls[0][0][3] == 2.0 and not (scored / "report.json").exists()
-    os.utime(round1 / "model.pt", (time.time() + 10, time.time() + 10))  # a newer first-round model
+    later = time.time() + 10
+    os.utime(tmp_path / "round1" / "model.pt", (later, later))  # a newer first-round model
     (scored / "report.json").write_text(json.dumps({"mads": 3.0, "cuts": 4, "scored": 3, "flagged": 1,
                                                     "evaluation": None}))
     Job(config, first).score()
     assert len(calls) == 2
+
+
+def test_a_second_round_begun_on_an_earlier_scoring_stops_the_job(tmp_path, monkeypatch):
+    overrides, config, first, calls = _scored_first_round(tmp_path, monkeypatch)
+    report = tmp_path / "round1" / "scored" / "report.json"
+    second_round = tmp_path / "config.yaml"  # what asr-train writes as the second round starts
+    second_round.write_text("")
+    later = time.time() + 10
+    os.utime(second_round, (later, later))
+    Job(config, first).score()  # begun after the scoring: reused
+    os.utime(second_round, (report.stat().st_mtime - 10,) * 2)
+    with pytest.raises(RuntimeError, match=f"{tmp_path}: holds a second round .* was redone since"):
+        Job(config, first).score()
+    os.utime(second_round, (later, later))
+    with pytest.raises(RuntimeError, match="this config would redo"):
+        Job(load_config(None, [*overrides, "job.score_mads=2"]), first).score()
+    assert calls == [] and report.exists()  # nothing scored, nothing removed
+    assert job_main(["score", str(ROOT / "configs" / "demo.yaml"), *overrides, "job.score_mads=2"]) == 2
 
 
 def test_targets_table_marks_each_target():
