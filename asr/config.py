@@ -81,6 +81,14 @@ class TokenizerConfig:
     # between two equal pieces and writes many doubled letters once (asr.tokenizer.doubled_letter_pieces).
     # They come on top of vocab_size.
     doubled_letters: int = 0
+    # The longest piece learnt, in characters ("▁" included; SentencePiece's default 16). On a small
+    # vocabulary short pieces keep whole words from becoming classes of their own that the model learns
+    # one by one (asr.tokenizer.train_sentencepiece).
+    max_piece_length: int = 16
+
+    def __post_init__(self):
+        if self.max_piece_length < 1:
+            raise ValueError(f"max_piece_length must be at least 1, got {self.max_piece_length}")
 
 
 @dataclass(frozen=True)

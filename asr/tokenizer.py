@@ -318,6 +318,7 @@ def train_sentencepiece(
     seed: int = 0,
     num_threads: int = 4,
     doubled_letters: int = 0,
+    max_piece_length: int = 16,
 ) -> bytes:
     """Train a SentencePiece model on `texts`; returns the serialized model (the bytes of a .model file).
 
@@ -331,6 +332,9 @@ def train_sentencepiece(
     doubled_letters: each letter written twice in a row at least this many times in the sample becomes
         a piece of its own ("ll", "zz"; 0: none, see ``doubled_letter_pieces``), on top of vocab_size:
         the pieces learnt are as many as without them.
+    max_piece_length: the longest piece learnt, in characters (the leading "▁" counts; SentencePiece's
+        default is 16). Short pieces keep whole words out of a small vocabulary: a word that is one piece
+        is a class of its own for the model to learn, one spelled in pieces shares them with other words.
     """
     if model_type not in ("unigram", "bpe"):
         raise ValueError(f"unknown model_type {model_type!r}; expected 'unigram' or 'bpe'")
@@ -346,6 +350,7 @@ def train_sentencepiece(
         vocab_size=vocab_size + len(doubled),
         model_type=model_type,
         character_coverage=character_coverage,
+        max_sentencepiece_length=max_piece_length,
         byte_fallback=True,  # unseen characters become UTF-8 byte pieces, never <unk>
         normalization_rule_name="identity",  # exact round trips: no NFKC rewriting
         remove_extra_whitespaces=False,

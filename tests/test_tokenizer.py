@@ -4,6 +4,7 @@ import pytest
 import sentencepiece as spm
 import torch
 
+from asr.config import load_config
 from asr.tokenizer import (
     LANGUAGES,
     N_TIMESTAMPS,
@@ -299,6 +300,22 @@ def test_doubled_letters_get_pieces_of_their_own():
     assert sizes == [520, 520 + len(doubled_letter_pieces(many, 20))] and sizes[1] > 520
     codec = SentencePieceCodec(doubled)
     assert codec.decode(codec.encode(" La ragazza, il gatto.")) == " La ragazza, il gatto."
+
+
+def test_max_piece_length_bounds_the_pieces_learnt():
+    def longest(model: bytes) -> int:
+        sp = spm.SentencePieceProcessor(model_proto=model)
+        return max(len(sp.id_to_piece(i)) for i in range(sp.get_piece_size())
+                   if not (sp.is_byte(i) or sp.is_unknown(i)))
+
+    texts = [" The grandmother kisses the grandfather.", " Every morning the grandmother waits."] * 20
+    assert longest(train_sentencepiece(texts, 300, num_threads=1)) > 5  # "▁grandmother" and the like
+    short = train_sentencepiece(texts, 300, max_piece_length=3, num_threads=1)
+    assert longest(short) == 3
+    codec = SentencePieceCodec(short)
+    assert codec.decode(codec.encode(" The grandmother waits.")) == " The grandmother waits."
+    with pytest.raises(ValueError, match="max_piece_length must be at least 1"):
+        load_config(None, ["tokenizer.max_piece_length=0"])
 
 
 def test_bpe_and_tiny_corpus():

@@ -119,6 +119,8 @@ def _parser() -> argparse.ArgumentParser:
     tokenizer.add_argument("--model-type", choices=["unigram", "bpe"], default="unigram")
     tokenizer.add_argument("--doubled-letters", type=int, default=0,
                            help="letters doubled at least this often in the text get a piece of their own (0: none)")
+    tokenizer.add_argument("--max-piece-length", type=int, default=16,
+                           help="the longest piece learnt, in characters (the leading space mark included)")
     tokenizer.set_defaults(run=_tokenizer)
     return parser
 
@@ -233,7 +235,8 @@ def _tokenizer(args) -> int:
     from asr.tokenizer import Tokenizer, train_sentencepiece
 
     model = train_sentencepiece(manifest_texts(open_cuts(p) for p in args.cuts), vocab_size=args.vocab_size,
-                                model_type=args.model_type, doubled_letters=args.doubled_letters)
+                                model_type=args.model_type, doubled_letters=args.doubled_letters,
+                                max_piece_length=args.max_piece_length)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(model)
     print(f"{Tokenizer.from_sentencepiece(model).n_text} text pieces -> {args.out}")
