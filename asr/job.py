@@ -130,12 +130,13 @@ class Job:
         first_dir = first_round_dir(self.config)
         if _unfinished_steps(self.first) is not None:
             raise RuntimeError(f"{first_dir}: the first round has not finished; run the same command again")
-        out = scored_manifest(self.config).parent
+        kept = scored_manifest(self.config)
+        out = kept.parent
         _banner(3, f"scoring the training cuts with the first round's model -> {out}")
         started = time.time()
         model = _export(first_dir)
         report = _read_json(out / "report.json") if _newer(out / "report.json", model) else None
-        reuse = report and report["mads"] == self.config.job.score_mads and scored_manifest(self.config).exists()
+        reuse = report and report["mads"] == self.config.job.score_mads and kept.exists()
         # The second round writes its config.yaml each time it starts: one older than the scoring, or a
         # scoring about to be redone, means a second round trained on cuts the scoring no longer keeps.
         second_round = self.run_dir / "config.yaml"
