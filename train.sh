@@ -59,6 +59,13 @@ launch() {  # one training run: python -m asr.train CONFIG "$@" on every device
     fi
 }
 
+needs_training() {  # exit 0: training has work left, 1: finished; an error (2) stops the job
+    local rc=0
+    $PY -m asr.job needs-training "$@" || rc=$?
+    [ "$rc" -le 1 ] || exit "$rc"
+    return "$rc"
+}
+
 if [ "$MAIN_NODE" = 1 ]; then
     $PY -m asr.job prepare "$CONFIG" "$@"
 fi
@@ -68,7 +75,7 @@ fi
 FIRST_ROUND_LINES=$($PY -m asr.job first-round "$CONFIG" "$@")
 if [ -n "$FIRST_ROUND_LINES" ]; then
     mapfile -t FIRST_ROUND <<< "$FIRST_ROUND_LINES"
-    if [ "$MAIN_NODE" = 0 ] || $PY -m asr.job needs-training --first-round "$CONFIG" "$@"; then
+    if [ "$MAIN_NODE" = 0 ] || needs_training --first-round "$CONFIG" "$@"; then
         launch "$@" "${FIRST_ROUND[@]}"
     fi
     if [ "$MAIN_NODE" = 1 ]; then
@@ -79,7 +86,7 @@ if [ -n "$FIRST_ROUND_LINES" ]; then
     fi
 fi
 
-if [ "$MAIN_NODE" = 1 ] && ! $PY -m asr.job needs-training "$CONFIG" "$@"; then
+if [ "$MAIN_NODE" = 1 ] && ! needs_training "$CONFIG" "$@"; then
     exec $PY -m asr.job finish "$CONFIG" "$@"
 fi
 launch "$@"
