@@ -72,25 +72,29 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _compare(argv: list[str]) -> int:
-    from asr.evaluate.compare import compare, format_table, headline_table
+    from asr.evaluate.compare import compare, format_table, headline_table, mean_metrics
 
     parser = argparse.ArgumentParser(
         prog="asr-eval compare",
         description="Two evaluations: every metric and its difference, then the headline figures. More: the "
-                    "headline figures, one row per run. Name a run with NAME=PATH (default: its folder).")
-    parser.add_argument("metrics", nargs="+", metavar="[NAME=]METRICS_JSON")
+                    "headline figures, one row per run. Name a run with NAME=PATH (default: its folder). "
+                    "Several runs of one setting (seeds) make one row with NAME=PATH,PATH,...: each figure "
+                    "their mean, with its range.")
+    parser.add_argument("metrics", nargs="+", metavar="[NAME=]METRICS_JSON[,METRICS_JSON...]")
     args = parser.parse_args(argv)
     runs = []
     for item in args.metrics:
-        name, _, path = item.rpartition("=")
-        path = Path(path)
-        try:
-            runs.append((name or path.parent.name, json.loads(path.read_text())))
-        except (OSError, json.JSONDecodeError) as e:
-            print(f"asr-eval compare: error: {path}: {e}", file=sys.stderr)
-            return 2
+        name, _, paths = item.rpartition("=")
+        group = []
+        for path in map(Path, paths.split(",")):
+            try:
+                group.append(json.loads(path.read_text()))
+            except (OSError, json.JSONDecodeError) as e:
+                print(f"asr-eval compare: error: {path}: {e}", file=sys.stderr)
+                return 2
+        runs.append((name or Path(paths.split(",")[0]).parent.name, group))
     if len(runs) == 2:
-        print(format_table(compare(runs[0][1], runs[1][1])))
+        print(format_table(compare(mean_metrics(runs[0][1]), mean_metrics(runs[1][1]))))
     print(headline_table(runs))
     return 0
 

@@ -1,12 +1,14 @@
 """Evaluations side by side: the difference of two (every numeric metric of either metrics.json),
-and the headline figures of any number of runs, one row each.
+and the headline figures of any number of runs, one row each. A row may stand for several runs of one
+setting (seeds): its figures are their mean, with the range beside it.
 
     rows = compare(json.load(open("eval/base/metrics.json")), json.load(open("eval/new/metrics.json")))
     print(format_table(rows))
     # | metric | A | B | B−A |
     # |---|---|---|---|
     # | wer.pooled.wer | 0.2500 | 0.2000 | -0.0500 |
-    print(headline_table([("weak labels", weak), ("true labels", true)]))
+    print(headline_table([("weak labels", [weak_seed1, weak_seed2]), ("true labels", true)]))
+    # | weak labels | 5.26% (5.24–5.28) | ...
 """
 
 from __future__ import annotations
@@ -49,6 +51,22 @@ def compare(a: dict, b: dict) -> list[Row]:
     keys = list(flat_a) + [k for k in flat_b if k not in flat_a]
     rows = [Row(k, flat_a.get(k), flat_b.get(k)) for k in keys]
     return [row for row in rows if row.a is not None or row.b is not None]
+
+
+def mean_metrics(runs: list[dict]) -> dict[str, float | None]:
+    """The flattened metrics of several runs of one setting, each number the mean over the runs that
+    have it (as it is where one run has it; None where none has).
+
+    >>> mean_metrics([{"wer": {"de": 0.5}, "n": 3}, {"wer": {"de": 0.25}, "n": None}])
+    {'wer.de': 0.375, 'n': 3}
+    """
+    flats = [flatten(run) for run in runs]
+    keys = list(dict.fromkeys(key for flat in flats for key in flat))
+    means = {}
+    for key in keys:
+        values = [flat[key] for flat in flats if flat.get(key) is not None]
+        means[key] = (values[0] if len(values) == 1 else sum(values) / len(values)) if values else None
+    return means
 
 
 def _cell(value: float | None, signed: bool = False) -> str:
@@ -94,11 +112,25 @@ def format_headline(label: str, value: float | None) -> str:
     return "–" if value is None else f"{value * scale:.2f}{unit}"
 
 
-def headline_table(runs: list[tuple[str, dict]]) -> str:
-    """A Markdown table with one row per (name, metrics) and one column per HEADLINE figure."""
+def _group_cell(label: str, values: list[float | None]) -> str:
+    """One figure of several runs: their mean, then the lowest and highest in brackets (the runs that
+    lack it left out)."""
+    values = [v for v in values if v is not None]
+    if len(values) < 2:
+        return format_headline(label, values[0] if values else None)
+    scale, unit = HEADLINE_UNITS[label]
+    low, high = min(values) * scale, max(values) * scale
+    return f"{format_headline(label, sum(values) / len(values))} ({low:.2f}–{high:.2f})"
+
+
+def headline_table(runs: list[tuple[str, dict | list[dict]]]) -> str:
+    """A Markdown table with one row per (name, metrics) and one column per HEADLINE figure. A list of
+    metrics (runs of one setting with other seeds) gives each figure's mean over them and its range: the
+    worst language is each run's own worst, averaged."""
     lines = ["| run | " + " | ".join(label for label, *_ in HEADLINE) + " |",
              "|---|" + "---|" * len(HEADLINE)]
     for name, metrics in runs:
-        figures = headline(metrics)
-        lines.append(f"| {name} | " + " | ".join(format_headline(k, v) for k, v in figures.items()) + " |")
+        figures = [headline(m) for m in (metrics if isinstance(metrics, list) else [metrics])]
+        cells = [_group_cell(label, [f[label] for f in figures]) for label, *_ in HEADLINE]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

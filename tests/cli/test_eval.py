@@ -115,6 +115,23 @@ def test_compare_of_three_runs_prints_one_headline_row_each(tmp_path, capsys):
     assert rows[4].startswith("| raw labels | 30.00% | 30.00% |") and len(rows) == 5
 
 
+def test_compare_averages_the_runs_of_one_setting(tmp_path, capsys):
+    """NAME=A,B: one row, each figure the mean of the runs with its range; the worst language is each
+    run's own (de in one, fr in the other), and the difference table compares the means."""
+    for name, de, fr, bleu in (("s1", 0.1, 0.3, 40.0), ("s2", 0.4, 0.2, 50.0), ("true", 0.1, 0.1, 60.0)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(
+            {"wer": {"languages": {"de": {"wer": de}, "fr": {"wer": fr}}}, "translation": {"bleu": bleu}}))
+    assert main(["compare", f"true={tmp_path / 'true.json'}",
+                 f"weak={tmp_path / 's1.json'},{tmp_path / 's2.json'}"]) == 0
+    out = capsys.readouterr().out
+    assert "| translation.bleu | 60.0000 | 45.0000 | -15.0000 |" in out
+    assert "| wer.languages.de.wer | 0.1000 | 0.2500 | +0.1500 |" in out
+    weak = [line for line in out.splitlines() if line.startswith("| weak |")]
+    assert weak == ["| weak | – | 35.00% (30.00–40.00) | 45.00 (40.00–50.00) | – | – | – |"]
+    assert main(["compare", f"weak={tmp_path / 's1.json'},{tmp_path / 'nope.json'}"]) == 2
+    assert "nope.json" in capsys.readouterr().err
+
+
 def test_not_a_checkpoint_is_a_clear_error(setup, tmp_path, capsys):
     (tmp_path / "x.pt").write_text("nope")
     assert main(["--model", str(tmp_path / "x.pt"), "--manifest", str(setup / "cuts.jsonl.gz")]) == 2
