@@ -11,6 +11,7 @@ and trains the run on the cuts it keeps (asr.scoring)::
     python -m asr.job first-round CONFIG [...]          # the first round's overrides, one per line
     python -m asr.job needs-training --first-round CONFIG [...]
     python -m asr.job score CONFIG [...]                # export the first round, score data.train
+    python -m asr.job scored CONFIG [...]               # exit 0 once that scoring is there (other nodes)
 
 Each stage reuses what an earlier run finished (the corpus and cleaning are stamped with the settings
 that made them, training resumes from its latest checkpoint, the export and evaluation are redone only
@@ -52,7 +53,8 @@ DEMO_TARGETS = {
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m asr.job", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("prepare", "first-round", "needs-training", "score", "finish"))
+    parser.add_argument("command", choices=("prepare", "first-round", "needs-training", "score", "scored",
+                                            "finish"))
     parser.add_argument("config", type=Path)
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     parser.add_argument("--first-round", action="store_true",
@@ -67,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             if first is not None:
                 print("\n".join(first_round_overrides(config)))
             return 0
-        if (args.first_round or args.command == "score") and first is None:
-            what = "--first-round" if args.first_round else "score"
+        if (args.first_round or args.command in ("score", "scored")) and first is None:
+            what = "--first-round" if args.first_round else args.command
             raise ConfigError(f"{what}: the config has one round (job.score_steps is 0)")
         job = Job(config, first)
         if args.command == "prepare":
@@ -77,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if job.needs_training(first_round=args.first_round) else 1
         elif args.command == "score":
             job.score()
+        elif args.command == "scored":
+            return 0 if job.scored() else 1
         else:
             return job.finish()
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as e:
@@ -153,6 +157,23 @@ class Job:
         cuts = [cut for path in self.first.data.train for cut in open_cuts(path)]
         score_checkpoint(model, cuts, out, self.config.job.score_mads, device=default_device(), progress=True)
         self._record("scoring", time.time() - started)
+
+    def scored(self) -> bool:
+        """Whether the scoring that ``score`` makes or reuses for this config is written: the first round
+        finished, and a report made with ``job.score_mads`` after its latest checkpoint. The other nodes of
+        a multi-node job wait for it, so that an earlier job's report, which node 0 is about to redo,
+        does not start their second round."""
+        from asr import checkpoint
+
+        first_dir = first_round_dir(self.config)
+        kept = scored_manifest(self.config)
+        report = kept.parent / "report.json"
+        tag = checkpoint.read_tag(first_dir / "checkpoints")
+        if _unfinished_steps(self.first) is not None or tag is None:
+            return False
+        if not _newer(report, first_dir / "checkpoints" / tag):
+            return False
+        return kept.exists() and (_read_json(report) or {}).get("mads") == self.config.job.score_mads
 
     def finish(self) -> int:
         stopped_at = _unfinished_steps(self.config)

@@ -132,6 +132,27 @@ def test_a_second_round_begun_on_an_earlier_scoring_stops_the_job(tmp_path, monk
     assert job_main(["score", str(ROOT / "configs" / "demo.yaml"), *overrides, "job.score_mads=2"]) == 2
 
 
+def test_the_other_nodes_wait_for_a_scoring_of_this_first_round(tmp_path, monkeypatch):
+    """`asr.job scored`, which the other nodes of a multi-node job poll: ready only for a report written
+    after the first round's latest checkpoint and made with the config's job.score_mads."""
+    overrides, config, first, _ = _scored_first_round(tmp_path, monkeypatch)
+    checkpoint = tmp_path / "round1" / "checkpoints" / "step-00000005"
+    (checkpoint / "model_states.pt").write_text("")
+    report = tmp_path / "round1" / "scored" / "report.json"
+    os.utime(report, (checkpoint.stat().st_mtime + 10,) * 2)
+    assert Job(config, first).scored()
+    assert not Job(load_config(None, [*overrides, "job.score_mads=2"]), first).scored()  # node 0 will redo it
+    later = time.time() + 60
+    os.utime(checkpoint / "model_states.pt", (later, later))  # the first round trained on since
+    assert not Job(config, first).scored()
+    assert job_main(["scored", str(ROOT / "configs" / "demo.yaml"), *overrides]) == 1
+    os.utime(report, (later + 10,) * 2)
+    assert job_main(["scored", str(ROOT / "configs" / "demo.yaml"), *overrides]) == 0
+    (tmp_path / "round1" / "summary.json").write_text(json.dumps({"steps": 3, "stopped_early": True}))
+    assert not Job(config, first).scored()
+    assert job_main(["scored", str(ROOT / "configs" / "demo.yaml"), f"train.output_dir={tmp_path}"]) == 2
+
+
 def test_targets_table_marks_each_target():
     metrics = {"wer": {"mean_over_languages": {"wer": 0.08}, "languages": {"de": {"wer": 0.05}, "ru": {"wer": 0.25}}},
                "translation": {"bleu": 51.0}, "language_id": {"accuracy": 0.97},
