@@ -59,9 +59,9 @@ launch() {  # one training run: python -m asr.train CONFIG "$@" on every device
     fi
 }
 
-needs_training() {  # exit 0: training has work left, 1: finished; an error (2) stops the job
+ask() {  # a yes/no stage question (asr.job needs-training, scored): 0 yes, 1 no; an error (2) stops the job
     local rc=0
-    $PY -m asr.job needs-training "$@" || rc=$?
+    $PY -m asr.job "$@" || rc=$?
     [ "$rc" -le 1 ] || exit "$rc"
     return "$rc"
 }
@@ -75,18 +75,17 @@ fi
 FIRST_ROUND_LINES=$($PY -m asr.job first-round "$CONFIG" "$@")
 if [ -n "$FIRST_ROUND_LINES" ]; then
     mapfile -t FIRST_ROUND <<< "$FIRST_ROUND_LINES"
-    if [ "$MAIN_NODE" = 0 ] || needs_training --first-round "$CONFIG" "$@"; then
+    if [ "$MAIN_NODE" = 0 ] || ask needs-training --first-round "$CONFIG" "$@"; then
         launch "$@" "${FIRST_ROUND[@]}"
     fi
     if [ "$MAIN_NODE" = 1 ]; then
         $PY -m asr.job score "$CONFIG" "$@"
-    else  # the other nodes wait for node 0's scoring
-        SCORED=$($PY -c "import sys; from asr.config import load_config; print(load_config(sys.argv[1], sys.argv[2:]).data.train[0])" "$CONFIG" "$@")
-        until [ -f "$(dirname "$SCORED")/report.json" ]; do sleep 10; done
+    else  # the other nodes wait for node 0's scoring of this first round (not an earlier job's report)
+        until ask scored "$CONFIG" "$@"; do sleep 10; done
     fi
 fi
 
-if [ "$MAIN_NODE" = 1 ] && ! needs_training "$CONFIG" "$@"; then
+if [ "$MAIN_NODE" = 1 ] && ! ask needs-training "$CONFIG" "$@"; then
     exec $PY -m asr.job finish "$CONFIG" "$@"
 fi
 launch "$@"
