@@ -140,7 +140,7 @@ class Job:
         started = time.time()
         model = _export(first_dir)
         report = _read_json(out / "report.json") if _newer(out / "report.json", model) else None
-        reuse = report and report["mads"] == self.config.job.score_mads and kept.exists()
+        reuse = self._same_scoring(report, kept)
         # The second round writes its config.yaml each time it starts: one older than the scoring, or a
         # scoring about to be redone, means a second round trained on cuts the scoring no longer keeps.
         second_round = self.run_dir / "config.yaml"
@@ -173,7 +173,11 @@ class Job:
             return False
         if not _newer(report, first_dir / "checkpoints" / tag):
             return False
-        return kept.exists() and (_read_json(report) or {}).get("mads") == self.config.job.score_mads
+        return self._same_scoring(_read_json(report), kept)
+
+    def _same_scoring(self, report: dict | None, kept: Path) -> bool:
+        """A scoring report made with this config's ``job.score_mads``, its kept cuts written."""
+        return bool(report) and report.get("mads") == self.config.job.score_mads and kept.exists()
 
     def finish(self) -> int:
         stopped_at = _unfinished_steps(self.config)

@@ -84,15 +84,16 @@ def _compare(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     runs = []
     for item in args.metrics:
-        name, _, paths = item.rpartition("=")
+        name, _, joined = item.rpartition("=")
+        paths = [Path(path) for path in joined.split(",")]
         group = []
-        for path in map(Path, paths.split(",")):
+        for path in paths:
             try:
                 group.append(json.loads(path.read_text()))
             except (OSError, json.JSONDecodeError) as e:
                 print(f"asr-eval compare: error: {path}: {e}", file=sys.stderr)
                 return 2
-        runs.append((name or Path(paths.split(",")[0]).parent.name, group))
+        runs.append((name or paths[0].parent.name, group))
     if len(runs) == 2:
         print(format_table(compare(mean_metrics(runs[0][1]), mean_metrics(runs[1][1]))))
     print(headline_table(runs))
