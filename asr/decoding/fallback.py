@@ -51,9 +51,23 @@ def decode_with_fallback(model: Model, mel: Tensor, n_frames: Tensor | None, tok
 
     mel : shape = (batch, n_mels, n_frames_max); n_frames : shape = (batch,) or None (see ``decode``)
     """
+    xa, audio_mask = model.encode(mel, n_frames)
+    return decode_features_with_fallback(model, xa, audio_mask, tokenizer, options, temperatures,
+                                         compression_ratio_threshold, logprob_threshold, no_speech_threshold,
+                                         generator)
+
+
+@torch.no_grad()
+def decode_features_with_fallback(model: Model, xa: Tensor, audio_mask: Tensor | None, tokenizer: Tokenizer,
+                                  options: DecodingOptions = DecodingOptions(),
+                                  temperatures: Sequence[float] = TEMPERATURES,
+                                  compression_ratio_threshold: float | None = 2.4,
+                                  logprob_threshold: float | None = -1.0,
+                                  no_speech_threshold: float | None = 0.6,
+                                  generator: torch.Generator | None = None) -> list[DecodingResult]:
+    """``decode_with_fallback`` from encoded audio, xa : shape = (batch, n_audio_positions, n_audio_state)."""
     if not temperatures:
         raise ValueError("temperatures is empty")
-    xa, audio_mask = model.encode(mel, n_frames)
     results: list[DecodingResult | None] = [None] * xa.shape[0]
     pending = list(range(xa.shape[0]))
     for temperature in temperatures:

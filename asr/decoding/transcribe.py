@@ -39,8 +39,9 @@ from torch import Tensor
 from asr.audio import (FRAMES_PER_SECOND, N_FRAMES, N_SAMPLES, SAMPLE_RATE, AudioError, load_audio, log_mel_spectrogram,
                        log_mel_spectrogram_batch)
 from asr.decoding.decode import DecodingOptions, DecodingResult
-from asr.decoding.fallback import TEMPERATURES, decode_with_fallback
+from asr.decoding.fallback import TEMPERATURES, decode_features_with_fallback, decode_with_fallback
 from asr.decoding.pauses import MARGIN, MAX_PIECE, ctc_speech, fit_to_span, piece_bounds, speech_spans
+from asr.decoding.timing import place_timestamps
 from asr.model import Model
 from asr.tokenizer import TIME_PRECISION, Tokenizer
 
@@ -332,13 +333,17 @@ def transcribe_in_pieces(model: Model, tokenizer: Tokenizer, audio: str | os.Pat
                          options: TranscribeOptions = TranscribeOptions(), batch_size: int = 16) -> dict:
     """Transcribe one recording cut at the pauses its CTC head hears (``asr.decoding.pauses``).
 
-    Each piece (a sentence or a few, with a little audio either side) is decoded as a clip by the
-    decoder alone (no joint CTC scores), with timestamps and temperature fallback and without a
-    prompt, ``batch_size`` pieces at a time; its segments are shifted by the piece's start, and its
-    first and last segment take their outer times from the piece's speech span (``fit_to_span``). A
-    model trained mostly on clips transcribes them far better than 30 s windows.
-    ``decoding.language`` None: the first batch's pieces each detect their own, and the later batches
-    take the first piece's (which the result reports).
+    Each piece (a sentence or a few, with a little audio either side) is decoded as a clip, without a
+    prompt, ``batch_size`` pieces at a time, in two passes over its encoded audio:
+
+    1. its text, by ``options.decoding``'s search (joint CTC/attention at its ``ctc_weight``) without
+       timestamps, with temperature fallback;
+    2. its timestamps, placed among that text by the decoder (``asr.decoding.timing``).
+
+    Its segments are shifted by the piece's start, and its first and last segment take their outer
+    times from the piece's speech span (``fit_to_span``). A model trained mostly on clips transcribes
+    them far better than 30 s windows. ``decoding.language`` None: the first batch's pieces each detect
+    their own, and the later batches take the first piece's (which the result reports).
     Returns ``transcribe``'s result dict. Raises AudioError for a path that cannot be read.
     """
     if model.ctc is None:
@@ -354,10 +359,10 @@ def transcribe_in_pieces(model: Model, tokenizer: Tokenizer, audio: str | os.Pat
     spans = speech_spans(speech, model.dims.audio_stride / FRAMES_PER_SECOND,
                          max_piece=min(MAX_PIECE, frames / FRAMES_PER_SECOND - 2 * MARGIN))
     bounds = piece_bounds(spans, duration)
-    # The decoder alone: CTC has no classes for timestamps, and a joint search that scores them like the
-    # best text piece cut pieces' segments short (demo model, long-form test: 90 of 155 segments found
-    # jointly, 144 by the decoder alone). A piece is a clip, where the decoder seldom loops.
-    decoding = dataclasses.replace(options.decoding, prompt=None, without_timestamps=False, ctc_weight=0.0)
+    # The text without timestamps: CTC has no classes for them, and a joint search that scores them like
+    # the best text piece cut pieces' segments short (demo model, long-form test: 90 of 155 segments found
+    # jointly), while the decoder alone, which places them well, wrote 45% of the words wrong against 7%.
+    decoding = dataclasses.replace(options.decoding, prompt=None, without_timestamps=True)
     device = next(model.parameters()).device
     segments = []
     for first in range(0, len(bounds), batch_size):
@@ -365,28 +370,46 @@ def transcribe_in_pieces(model: Model, tokenizer: Tokenizer, audio: str | os.Pat
         pieces = [audio[round(low * SAMPLE_RATE): round(high * SAMPLE_RATE)] for low, high in batch]
         if not options.mask_padding:  # Whisper's models hear 30 s windows, zeros after the speech
             pieces = [np.pad(piece, (0, max(0, N_SAMPLES - piece.size))) for piece in pieces]
-        mel, n_frames = log_mel_spectrogram_batch(pieces, model.dims.n_mels)
-        results = decode_with_fallback(model, mel.to(device), n_frames.to(device) if options.mask_padding else None,
-                                       tokenizer, decoding, options.temperatures,
-                                       options.compression_ratio_threshold, options.logprob_threshold,
-                                       options.no_speech_threshold)
+        mel, lengths = log_mel_spectrogram_batch(pieces, model.dims.n_mels)
+        with torch.no_grad():
+            xa, audio_mask = model.encode(mel.to(device), lengths.to(device) if options.mask_padding else None)
+        results = decode_features_with_fallback(model, xa, audio_mask, tokenizer, decoding, options.temperatures,
+                                                options.compression_ratio_threshold, options.logprob_threshold,
+                                                options.no_speech_threshold)
         if decoding.language is None and results:
             decoding = dataclasses.replace(decoding, language=results[0].language)
             result["language"], result["language_probs"] = results[0].language, results[0].language_probs
-        batch_spans = spans[first: first + batch_size]
-        for (low, high), span, n, decoded in zip(batch, batch_spans, n_frames.tolist(), results):
-            if decoded.no_speech:
-                continue
+        heard = [i for i, decoded in enumerate(results) if not decoded.no_speech and decoded.tokens]
+        timed = _timed_tokens(model, xa, audio_mask, tokenizer, heard, results, decoding)
+        for i, tokens in zip(heard, timed):
+            (low, high), span = batch[i], spans[first + i]
             seek = round(low * FRAMES_PER_SECOND)
             piece = []
-            for start, end, tokens in split_segments(decoded.tokens, tokenizer, n)[0]:
-                text = tokenizer.decode(tokens)
+            for start, end, segment_tokens in split_segments(tokens, tokenizer, int(lengths[i]))[0]:
+                text = tokenizer.decode(segment_tokens)
                 start, end = min(start, high - low), min(end, high - low)  # not past the piece's audio
                 if start < end and text.strip():
-                    piece.append((low + start, low + end, text, tokens))
+                    piece.append((low + start, low + end, text, segment_tokens))
             times = fit_to_span([(start, end) for start, end, _, _ in piece], span)
-            for (start, end), (_, _, text, tokens) in zip(times, piece):
-                segments.append(_segment(len(segments), seek, start, end, text, tokens, decoded))
+            for (start, end), (_, _, text, segment_tokens) in zip(times, piece):
+                segments.append(_segment(len(segments), seek, start, end, text, segment_tokens, results[i]))
     result["segments"], result["no_speech"] = segments, not segments
     result["text"] = tokenizer.decode(t for s in segments for t in s["tokens"])
     return result
+
+
+def _timed_tokens(model: Model, xa: Tensor, audio_mask: Tensor | None, tokenizer: Tokenizer, rows: Sequence[int],
+                  results: Sequence[DecodingResult], decoding: DecodingOptions) -> list[list[int]]:
+    """Per row of ``xa`` in ``rows``, its result's text with the decoder's timestamps placed among it;
+    each row in the language it was decoded in (``decoding.language``, or its result's own)."""
+    by_language: dict[str, list[int]] = {}
+    for row in rows:
+        by_language.setdefault(decoding.language or results[row].language, []).append(row)
+    timed: dict[int, list[int]] = {}
+    for language, group in by_language.items():
+        index = torch.tensor(group, device=xa.device)
+        placed = place_timestamps(model, xa[index], None if audio_mask is None else audio_mask[index], tokenizer,
+                                  [results[row].tokens for row in group], language, decoding.task,
+                                  decoding.max_initial_timestamp)
+        timed.update(zip(group, placed))
+    return [timed[row] for row in rows]

@@ -66,17 +66,24 @@ def test_pieces_are_decoded_as_clips_and_their_segments_shifted(model, tokenizer
     audio = (0.1 * np.random.default_rng(0).standard_normal(16000 * 12)).astype(np.float32)
     # Speech heard over 1.0-3.0 s and 6.0-8.0 s (positions of 0.04 s).
     monkeypatch.setattr(transcribe_module, "ctc_speech", lambda *args: heard((25, 74), (150, 199), n=300))
-    decoded = []
-    decode = transcribe_module.decode_with_fallback
-    monkeypatch.setattr(transcribe_module, "decode_with_fallback",
-                        lambda model, mel, n_frames, tokenizer, decoding, *args:
-                        decoded.append((n_frames.tolist(), decoding.ctc_weight))
-                        or decode(model, mel, n_frames, tokenizer, decoding, *args))
+    decoded, timed = [], []
+    decode, place = transcribe_module.decode_features_with_fallback, transcribe_module.place_timestamps
+    monkeypatch.setattr(transcribe_module, "decode_features_with_fallback",
+                        lambda model, xa, mask, tokenizer, decoding, *args:
+                        decoded.append((list(xa.shape[:2]), decoding))
+                        or decode(model, xa, mask, tokenizer, decoding, *args))
+    monkeypatch.setattr(transcribe_module, "place_timestamps",
+                        lambda *args: timed.append(args[4]) or place(*args))
     options = TranscribeOptions(DecodingOptions(language="en", ctc_weight=0.5), temperatures=(0.0,),
                                 no_speech_threshold=None, mask_padding=True, pieces=True)
     result = transcribe(model, tokenizer, audio, options)
-    # Both pieces in one batch (2 s of speech and 0.3 s either side), by the decoder alone.
-    assert decoded == [([260, 260], 0.0)]
+    # Both pieces in one batch (2 s of speech and 0.3 s either side: 65 encoder positions of 0.04 s each): their text
+    # by the joint search without timestamps, then the timestamps placed among that text.
+    [(positions, decoding)] = decoded
+    assert positions == [2, 65] and decoding.ctc_weight == 0.5 and decoding.without_timestamps
+    assert len(timed) == 1 and len(timed[0]) == 2
+    text = [t for s in result["segments"] for t in s["tokens"] if t < tokenizer.eot]
+    assert text == [t for tokens in timed[0] for t in tokens]  # the first pass's text, whole
     starts = sorted({s["seek"] for s in result["segments"]})
     assert starts == [70, 570]  # each piece's segments start from its own 0.7 s / 5.7 s
     for segment in result["segments"]:
