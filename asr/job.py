@@ -47,6 +47,9 @@ DEMO_TARGETS = {
     "language ID accuracy": (0.98, True),
     "no-speech F1": (0.95, True),
     "timestamp MAE (s)": (0.30, False),
+    # Not one of the issue's targets: the text of whole recordings, as asr-transcribe gives it, held to
+    # the clips' bound (it was 52% on the demo model when pieces were decoded by the decoder alone).
+    "long-form WER, mean over languages": (0.10, False),
 }
 
 
@@ -234,17 +237,17 @@ class Job:
             return metrics, 0
         metrics.unlink(missing_ok=True)
         # Five beams, as asr-transcribe searches by default; a CTC head joins the search (asr.decoding.ctc)
-        # and cuts long recordings into pieces at its pauses (on the demo model: timestamp error 0.14 s
-        # against 1.75 s window after window, in a third of the time).
-        pieces = ["--pieces"] if self._in_pieces else []
+        # and, as in asr-transcribe, long recordings are cut into pieces at its pauses (``_in_pieces``).
         by_noise = ["--group_by", "noise"] if self.corpus else []  # the demo corpus's test noises: unheard kinds
         code = eval_cli.main(["--model", str(model), "--manifest", str(test), "--out", str(out),
-                              "--run", str(self.run_dir), "--beam_size", str(EVAL_BEAMS), *pieces, *by_noise])
+                              "--run", str(self.run_dir), "--beam_size", str(EVAL_BEAMS), *by_noise])
         return metrics, code
 
     @property
     def _in_pieces(self) -> bool:
-        """Whether the evaluation transcribes long recordings in pieces: with a CTC head to cut them."""
+        """Whether the evaluation transcribes long recordings in pieces (asr-eval's and asr-transcribe's default
+        with a CTC head to cut them). On the demo model: timestamp error 0.14 s against 1.75 s window after
+        window, and long-form word error 7% against 96%."""
         return self.config.model.ctc_head
 
     def _example(self, model: Path, test: Path) -> Path | None:
@@ -265,7 +268,7 @@ class Job:
         audio = Path(cut.recording.sources[0].source)
         srt = self._eval_dir(test) / LONG_FORM_DIR / f"{cut.id}.srt"
         if _newer(srt, model):
-            how = ("cut at the CTC head's pauses, as asr-transcribe --pieces True" if self._in_pieces
+            how = ("cut at the CTC head's pauses, as asr-transcribe does" if self._in_pieces
                    else "window after window, as asr-transcribe")
             print(f"transcribed by the evaluation ({how}; {EVAL_BEAMS} beams): {srt}")
         else:

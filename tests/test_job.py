@@ -156,7 +156,8 @@ def test_the_other_nodes_wait_for_a_scoring_of_this_first_round(tmp_path, monkey
 def test_targets_table_marks_each_target():
     metrics = {"wer": {"mean_over_languages": {"wer": 0.08}, "languages": {"de": {"wer": 0.05}, "ru": {"wer": 0.25}}},
                "translation": {"bleu": 51.0}, "language_id": {"accuracy": 0.97},
-               "no_speech": {"f1": 0.96}, "timestamps": {"mae": None}}
+               "no_speech": {"f1": 0.96}, "timestamps": {"mae": None},
+               "long_form_wer": {"mean_over_languages": {"wer": 0.12}}}
     rows = {line.split(" | ")[0].strip("| "): line for line in targets_table(metrics).splitlines()[2:]}
     assert rows["WER, mean over languages"].endswith("| 8.00% | ≤ 10% | yes |")
     assert rows["WER, worst language"].endswith("| 25.00% | ≤ 20% | NO |")
@@ -164,6 +165,7 @@ def test_targets_table_marks_each_target():
     assert rows["language ID accuracy"].endswith("| 97.00% | ≥ 98% | NO |")
     assert rows["no-speech F1"].endswith("| 0.96 | ≥ 0.95 | yes |")
     assert rows["timestamp MAE (s)"].endswith("| – | ≤ 0.3 | NO |")  # not measured is not met
+    assert rows["long-form WER, mean over languages"].endswith("| 12.00% | ≤ 10% | NO |")
 
 
 def test_truncation_line_gives_the_figures_against_the_truth_where_known():

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from asr.checkpoint import CheckpointError, load
-from asr.cli import default_device
+from asr.cli import boolean, default_device
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,9 +36,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="joint CTC/attention decoding: the CTC head's weight in [0, 1) (translations: the "
                              "translation CTC branch's, where the model has one); default: "
                              "asr.decoding.ctc.DEFAULT_WEIGHT with a CTC head, else 0")
-    parser.add_argument("--pieces", action="store_true",
-                        help="long-form transcription for the timestamp error cuts recordings at the CTC "
-                             "head's pauses (asr-transcribe --pieces True)")
+    parser.add_argument("--pieces", type=boolean, default=None, metavar="{true,false}",
+                        help="long-form transcription (timestamps and long-form WER) cuts recordings at the CTC "
+                             "head's pauses, as asr-transcribe --pieces True; default: with a CTC head")
     parser.add_argument("--group_by", metavar="KEY",
                         help="also score the WER per value of this key of the cuts' custom fields (a recording "
                              "condition, e.g. the demo corpus's noise)")
@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         options = DecodingOptions(without_timestamps=True, beam_size=args.beam_size, ctc_weight=ctc_weight)
         trained_unpadded = config is not None and not config.features.pad_to_30s
         metrics, hyps = evaluate_cuts(model, tokenizer, cuts, args.tasks.split(","), args.batch_size, options,
-                                      progress=True, mask_padding=trained_unpadded, pieces=args.pieces,
+                                      progress=True, mask_padding=trained_unpadded,
+                                      pieces=model.ctc is not None if args.pieces is None else args.pieces,
                                       group_by=args.group_by)
     except (CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"asr-eval: error: {e}", file=sys.stderr)

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from asr.checkpoint import CheckpointError, load
-from asr.cli import default_device
+from asr.cli import boolean, default_device
 from asr.decoding import DecodingOptions
 from asr.decoding.ctc import DEFAULT_WEIGHT, default_weight
 from asr.decoding.transcribe import TranscribeOptions, transcribe_many
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--language {args.language}: this model knows {known}")
         options = transcribe_options(args, mask_padding=loaded.config is not None
                                      and not loaded.config.features.pad_to_30s,
-                                     ctc_weight=default_weight(loaded.model))
+                                     ctc_weight=default_weight(loaded.model), pieces=loaded.model.ctc is not None)
     except (CheckpointError, ValueError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
@@ -57,10 +57,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def transcribe_options(args: argparse.Namespace, mask_padding: bool = False,
-                       ctc_weight: float = 0.0) -> TranscribeOptions:
+                       ctc_weight: float = 0.0, pieces: bool = False) -> TranscribeOptions:
     """The library's options from the parsed flags; raises ValueError for inconsistent ones.
 
-    ctc_weight : the weight when the flag leaves it unset (``--ctc_weight None``)"""
+    ctc_weight : the weight when the flag leaves it unset (``--ctc_weight None``)
+    pieces : whether to transcribe in pieces when the flag leaves it unset (``--pieces None``)"""
     decoding = DecodingOptions(
         task=args.task, language=None if args.language == "auto" else args.language,
         beam_size=args.beam_size, best_of=args.best_of or 1, patience=args.patience,
@@ -72,7 +73,8 @@ def transcribe_options(args: argparse.Namespace, mask_padding: bool = False,
         decoding=decoding, temperatures=temperatures(args.temperature, args.temperature_increment_on_fallback),
         compression_ratio_threshold=args.compression_ratio_threshold, logprob_threshold=args.logprob_threshold,
         no_speech_threshold=args.no_speech_threshold, condition_on_previous_text=args.condition_on_previous_text,
-        initial_prompt=args.initial_prompt, mask_padding=mask_padding, pieces=args.pieces,
+        initial_prompt=args.initial_prompt, mask_padding=mask_padding,
+        pieces=pieces if args.pieces is None else args.pieces,
     )
 
 
@@ -91,14 +93,6 @@ def _reason(path: str, error: Exception) -> str:
     """``<path>: <why>``; AudioError messages already start with the path."""
     message = str(error)
     return message if message.startswith(f"{path}:") else f"{path}: {message}"
-
-
-def _bool(value: str) -> bool:
-    if value.lower() in ("true", "1", "yes"):
-        return True
-    if value.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
 
 
 def _optional(kind):
@@ -132,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--suppress_tokens", default="-1",
                    help="comma-separated ids never generated; -1: non-speech symbols")
     p.add_argument("--initial_prompt", default=None, help="text that prompts the first window")
-    p.add_argument("--condition_on_previous_text", type=_bool, default=True,
+    p.add_argument("--condition_on_previous_text", type=boolean, default=True,
                    help="prompt each window with the text before it (True or False)")
     p.add_argument("--compression_ratio_threshold", type=_optional(float), default=2.4,
                    help="a window whose text compresses better than this is decoded again hotter")
@@ -141,9 +135,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no_speech_threshold", type=_optional(float), default=0.6,
                    help="<|nospeech|> probability above which an unlikely window counts as silence")
     p.add_argument("--without_timestamps", action="store_true", help="text only: one segment per 30 s window")
-    p.add_argument("--pieces", type=_bool, default=False,
+    p.add_argument("--pieces", type=_optional(boolean), default=None,
                    help="cut recordings at the pauses the CTC head hears and decode the pieces as clips, "
-                        "instead of 30 s window after window (True or False; needs a CTC head)")
+                        "instead of 30 s window after window (True or False; needs a CTC head); None: True "
+                        "for a model with a CTC head (the demo model: word error 7%% against 96%% window "
+                        "after window on its long-form test recordings)")
     return p
 
 

@@ -93,6 +93,7 @@ HEADLINE = (
     ("language ID accuracy", "language_id.accuracy", 100, "%"),
     ("no-speech F1", "no_speech.f1", 1, ""),
     ("timestamp MAE (s)", "timestamps.mae", 1, ""),
+    ("long-form WER, mean over languages", "long_form_wer.mean_over_languages.wer", 100, "%"),
 )
 
 

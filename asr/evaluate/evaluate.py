@@ -6,8 +6,8 @@
 Per batch of cuts: the audio is encoded once; language and no-speech probabilities come from the
 first decoder step; transcripts are decoded with the reference language given (so WER measures
 recognition, not language ID), translations with ``<|translate|>`` where a reference translation
-exists. Timestamps are scored on recordings longer than one window by long-form transcription
-(``asr.decoding.transcribe``), which is what a user runs on them.
+exists. Recordings with several segments are transcribed whole (``asr.decoding.transcribe``), as a
+user runs them: their segment times give the timestamp error, their text the long-form WER.
 """
 
 from __future__ import annotations
@@ -72,6 +72,10 @@ def evaluate_cuts(model: Model, tokenizer: Tokenizer, cuts: Iterable[Cut], tasks
         long_form = [c for c in cuts if len(c.supervisions) > 1]
         transcribing = TranscribeOptions(options, mask_padding=mask_padding, pieces=pieces)
         metrics["timestamps"], timed = _timestamps(model, tokenizer, long_form, transcribing)
+        if timed:  # the words of the whole recordings, as a user of asr-transcribe gets them
+            metrics["long_form_wer"] = word_error_rates([row["reference"] for row in timed],
+                                                        [row["hypothesis"] for row in timed],
+                                                        [row["language"] for row in timed])
         rows += timed
     metrics["failed_cuts"] = failed
     return metrics, rows

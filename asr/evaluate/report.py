@@ -3,11 +3,12 @@
     write_report("eval/dev", metrics, hyps, run_dir=Path("runs/demo"))
     # eval/dev/metrics.json  report.md  hyps.jsonl
     #          wer_by_language.png  lid_confusion.png  training_curves.png
-    #          long_form/<id>.srt  long_form/<id>.ref.srt   (the recordings timestamps are scored on)
+    #          long_form/<id>.srt  long_form/<id>.ref.srt   (the recordings transcribed whole)
 
 ``metrics`` holds the outputs of ``asr.evaluate.metrics``, each under its own key and each optional:
 ``{"wer": word_error_rates(...), "translation": translation_scores(...), "language_id": language_id(...),
-"no_speech": no_speech(...), "timestamps": timestamp_error(...)}``; other keys go into metrics.json only.
+"no_speech": no_speech(...), "timestamps": timestamp_error(...), "long_form_wer": word_error_rates(...)}``;
+other keys go into metrics.json only.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def markdown(metrics: dict, plots: list[str]) -> str:
     sections = ["# Evaluation\n"]
     for key, section in (("wer", _wer_section), ("wer_by", _wer_by_section), ("translation", _translation_section),
                          ("language_id", _lid_section), ("no_speech", _no_speech_section),
-                         ("timestamps", _timestamp_section)):
+                         ("timestamps", _timestamp_section), ("long_form_wer", _long_form_section)):
         if metrics.get(key):
             sections.append(section(metrics[key]))
     if plots:
@@ -117,6 +118,12 @@ def _wer_section(wer: dict) -> str:
             if character_languages else "")
     return ("## Transcription (WER and CER, %)\n\n"
             + _table(["language", "WER", "CER", "utterances", "words", "empty refs skipped"], rows) + note)
+
+
+def _long_form_section(wer: dict) -> str:
+    """The WER table of the recordings transcribed whole (one row per language, "utterances" recordings)."""
+    table = _wer_section(wer).removeprefix("## Transcription (WER and CER, %)\n\n")
+    return "## Long-form transcription, whole recordings (WER and CER, %)\n\n" + table.replace("utterances", "recordings", 1)
 
 
 def _wer_by_section(wer_by: dict) -> str:

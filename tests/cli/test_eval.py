@@ -127,7 +127,7 @@ def test_compare_averages_the_runs_of_one_setting(tmp_path, capsys):
     assert "| translation.bleu | 60.0000 | 45.0000 | -15.0000 |" in out
     assert "| wer.languages.de.wer | 0.1000 | 0.2500 | +0.1500 |" in out
     weak = [line for line in out.splitlines() if line.startswith("| weak |")]
-    assert weak == ["| weak | – | 35.00% (30.00–40.00) | 45.00 (40.00–50.00) | – | – | – |"]
+    assert weak == ["| weak | – | 35.00% (30.00–40.00) | 45.00 (40.00–50.00) | – | – | – | – |"]
     assert main(["compare", f"weak={tmp_path / 's1.json'},{tmp_path / 'nope.json'}"]) == 2
     assert "nope.json" in capsys.readouterr().err
 
@@ -152,6 +152,8 @@ def test_timestamps_are_scored_on_long_recordings(setup, tmp_path):
     timestamps = json.loads((tmp_path / "out" / "metrics.json").read_text())["timestamps"]
     assert timestamps["recordings"] == 1
     assert timestamps["matched"] + timestamps["unmatched_references"] == 4
+    long_form = json.loads((tmp_path / "out" / "metrics.json").read_text())["long_form_wer"]["languages"]
+    assert long_form["de"]["words"] == 8 and long_form["de"]["utterances"] == 1  # the whole recording's words
     rows = [json.loads(line) for line in (tmp_path / "out" / "hyps.jsonl").read_text().splitlines()]
     assert [(r["id"], r["task"], len(r["reference_segments"])) for r in rows] == [("long", "timestamps", 4)]
     subtitles = tmp_path / "out" / "long_form"

@@ -17,6 +17,7 @@ def metrics():
         "language_id": language_id(["en", "de", "de", "zh"], ["en", "en", "de", "zh"]),
         "no_speech": no_speech([True, True, False, False], [True, False, True, False]),
         "timestamps": timestamp_error([[(0.0, 2.0, "a")]], [[(0.5, 2.25, "a")]]),
+        "long_form_wer": word_error_rates(["eins zwei drei vier"], ["eins drei vier"], ["de"]),
         "dev_loss": float("nan"),
     }
 
@@ -58,6 +59,9 @@ def test_write_report(tmp_path, metrics):
     assert "| zh | 25.00 | 25.00 | 1 | 4 | 0 |" in text
     assert "| **mean over languages** | 25.00 |" in text  # (50 + 0 + 25) / 3
     assert "| **pooled** | 30.00 |" in text  # 3 errors over 10 units
+    long_form = text[text.index("## Long-form transcription"):]
+    assert "| language | WER | CER | recordings | words |" in long_form
+    assert "| de | 25.00 |" in long_form  # one word of four missing
     assert "zh is computed on characters" in text
     assert "| 53.73 |" in text  # BLEU = 100 (1/12)^(1/4)
     assert "Accuracy: 75.00 % of 4" in text
