@@ -85,8 +85,14 @@ class TokenizerConfig:
     # vocabulary short pieces keep whole words from becoming classes of their own that the model learns
     # one by one (asr.tokenizer.train_sentencepiece).
     max_piece_length: int = 16
+    # Characters written at least this many times in the training text are pieces even where
+    # character_coverage would spell them in byte pieces (0: coverage alone; asr.tokenizer.uncovered_characters):
+    # on the demo corpus Russian's sentence-initial capitals and Spanish "ó". On top of vocab_size.
+    min_char_count: int = 10
 
     def __post_init__(self):
+        if self.min_char_count < 0:
+            raise ValueError(f"min_char_count must be >= 0, got {self.min_char_count}")
         if self.max_piece_length < 1:
             raise ValueError(f"max_piece_length must be at least 1, got {self.max_piece_length}")
 

@@ -243,7 +243,8 @@ def _tokenizer(config: Config, run_dir: Path, train_cuts: CutSet, rank: int) -> 
                 model = train_sentencepiece(manifest_texts([train_cuts]), config.tokenizer.vocab_size,
                                             config.tokenizer.model_type, config.tokenizer.character_coverage,
                                             doubled_letters=config.tokenizer.doubled_letters,
-                                            max_piece_length=config.tokenizer.max_piece_length)
+                                            max_piece_length=config.tokenizer.max_piece_length,
+                                            min_char_count=config.tokenizer.min_char_count)
             except RuntimeError as e:  # SentencePiece's own check, e.g. fewer pieces than distinct characters
                 raise TrainingError(f"tokenizer.vocab_size={config.tokenizer.vocab_size}: SentencePiece cannot "
                                     f"build this vocabulary from {', '.join(config.data.train)}: {e}") from None

@@ -12,6 +12,7 @@ from asr.tokenizer import (
     SpecialTokens,
     Tokenizer,
     doubled_letter_pieces,
+    uncovered_characters,
     train_sentencepiece,
 )
 
@@ -350,3 +351,23 @@ def test_rejects_models_that_do_not_round_trip():
     # SentencePiece's defaults: NFKC, dummy prefix, extra whitespace removed.
     with pytest.raises(ValueError, match="round-trip"):
         SentencePieceCodec(_plain_sentencepiece(byte_fallback=True))
+
+
+def test_characters_written_often_enough_are_pieces_whatever_the_coverage():
+    texts = [" the cat sat on the mat."] * 100 + [" Жук."] * 10  # Ж, у, к: 10 times each, 0.4% of the text
+    # SentencePiece keeps characters, most frequent first (ties in code point order), while those kept so
+    # far cover less than 99% of the text: Ж brings them to 98.8%, the last kept.
+    assert uncovered_characters(texts, 0.99, 10) == ["к", "у"]
+    assert uncovered_characters(texts, 0.99, 11) == [] and uncovered_characters(texts, 0.999, 10) == []
+
+    def byte_pieces(model: bytes) -> int:
+        sp = spm.SentencePieceProcessor(model_proto=model)
+        return sum(sp.is_byte(i) for i in sp.encode(" Жук.", out_type=int))
+
+    assert byte_pieces(train_sentencepiece(texts, 300, character_coverage=0.99, num_threads=1)) == 4  # 2 bytes each
+    required = train_sentencepiece(texts, 300, character_coverage=0.99, min_char_count=10, num_threads=1)
+    assert byte_pieces(required) == 0
+    codec = SentencePieceCodec(required)
+    assert codec.decode(codec.encode(" Жук, the cat.")) == " Жук, the cat."
+    with pytest.raises(ValueError, match="min_char_count must be >= 0"):
+        load_config(None, ["tokenizer.min_char_count=-1"])

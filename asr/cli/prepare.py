@@ -121,6 +121,9 @@ def _parser() -> argparse.ArgumentParser:
                            help="letters doubled at least this often in the text get a piece of their own (0: none)")
     tokenizer.add_argument("--max-piece-length", type=int, default=16,
                            help="the longest piece learnt, in characters (the leading space mark included)")
+    tokenizer.add_argument("--min-char-count", type=int, default=10,
+                           help="characters written at least this often are pieces even where the character "
+                                "coverage would spell them in bytes (0: coverage alone)")
     tokenizer.set_defaults(run=_tokenizer)
     return parser
 
@@ -236,7 +239,7 @@ def _tokenizer(args) -> int:
 
     model = train_sentencepiece(manifest_texts(open_cuts(p) for p in args.cuts), vocab_size=args.vocab_size,
                                 model_type=args.model_type, doubled_letters=args.doubled_letters,
-                                max_piece_length=args.max_piece_length)
+                                max_piece_length=args.max_piece_length, min_char_count=args.min_char_count)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(model)
     print(f"{Tokenizer.from_sentencepiece(model).n_text} text pieces -> {args.out}")
