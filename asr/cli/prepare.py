@@ -121,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
                            help="letters doubled at least this often in the text get a piece of their own (0: none)")
     tokenizer.add_argument("--max-piece-length", type=int, default=16,
                            help="the longest piece learnt, in characters (the leading space mark included)")
-    tokenizer.add_argument("--min-char-count", type=int, default=10,
+    tokenizer.add_argument("--min-char-count", type=int, default=0,
                            help="characters written at least this often are pieces even where the character "
                                 "coverage would spell them in bytes (0: coverage alone)")
     tokenizer.set_defaults(run=_tokenizer)
