@@ -14,12 +14,13 @@ token. Where a segment ends and the next starts is thereby read from the audio a
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from asr.decoding.decode import initial_tokens, main_loop, DecodingOptions
+from asr.decoding.decode import DecodingOptions, initial_tokens, main_loop
 from asr.decoding.filters import ApplyTimestampRules, SuppressTokens, suppressed_tokens
 from asr.decoding.search import GreedyDecoder
 from asr.model import Model
@@ -51,7 +52,8 @@ class ForceText:
 
     def apply(self, logits: Tensor, tokens: Tensor) -> None:
         text_allowed = torch.isfinite(logits[:, :self.eot]).any(dim=1).tolist()
-        last_is_text = (tokens[:, -1] < self.eot).tolist() if tokens.shape[1] > self.sample_begin else [False] * len(logits)
+        started = tokens.shape[1] > self.sample_begin
+        last_is_text = (tokens[:, -1] < self.eot).tolist() if started else [False] * len(logits)
         logits[:, :self.eot] = -torch.inf
         for row, token in enumerate(self.next_tokens(tokens)):
             if token is None:
@@ -67,8 +69,14 @@ class ForceText:
 
 
 def starts_word(tokenizer: Tokenizer) -> list[bool]:
-    """Per text id, whether its text begins with a space (a word's first piece, or a lone space)."""
-    return [tokenizer.decode([token]).startswith(" ") for token in range(tokenizer.eot)]
+    """Per text id, whether its text begins with a space (a word's first piece, or a lone space); worked
+    out once per tokenizer (a 50k-piece vocabulary takes a while)."""
+    if tokenizer not in _WORD_STARTS:
+        _WORD_STARTS[tokenizer] = [tokenizer.decode([token]).startswith(" ") for token in range(tokenizer.eot)]
+    return _WORD_STARTS[tokenizer]
+
+
+_WORD_STARTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @torch.no_grad()

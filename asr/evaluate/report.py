@@ -106,7 +106,7 @@ def _number(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def _wer_section(wer: dict) -> str:
+def _wer_section(wer: dict, title: str = "Transcription (WER and CER, %)", items: str = "utterances") -> str:
     rows = [[language, _percent(c["wer"]), _percent(c["cer"]), c["utterances"], c["words"], c["skipped_empty"]]
             for language, c in wer["languages"].items()]
     mean, pooled = wer["mean_over_languages"], wer["pooled"]
@@ -116,14 +116,13 @@ def _wer_section(wer: dict) -> str:
     character_languages = [language for language, c in wer["languages"].items() if c["unit"] == "character"]
     note = (f"\nWER of {', '.join(character_languages)} is computed on characters (written without spaces).\n"
             if character_languages else "")
-    return ("## Transcription (WER and CER, %)\n\n"
-            + _table(["language", "WER", "CER", "utterances", "words", "empty refs skipped"], rows) + note)
+    return (f"## {title}\n\n"
+            + _table(["language", "WER", "CER", items, "words", "empty refs skipped"], rows) + note)
 
 
 def _long_form_section(wer: dict) -> str:
-    """The WER table of the recordings transcribed whole (one row per language, "utterances" recordings)."""
-    table = _wer_section(wer).removeprefix("## Transcription (WER and CER, %)\n\n")
-    return "## Long-form transcription, whole recordings (WER and CER, %)\n\n" + table.replace("utterances", "recordings", 1)
+    """The WER table of the recordings transcribed whole (each scored as one utterance)."""
+    return _wer_section(wer, "Long-form transcription, whole recordings (WER and CER, %)", "recordings")
 
 
 def _wer_by_section(wer_by: dict) -> str:
