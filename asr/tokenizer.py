@@ -348,8 +348,9 @@ def train_sentencepiece(
     doubled = doubled_letter_pieces(sample, doubled_letters) if doubled_letters > 0 else []
     # SentencePiece takes its required characters first and then the most frequent until the coverage is
     # reached, so every frequent character is required (the uncovered ones alone would push others out).
-    required = _character_counts(sample, min_char_count) if min_char_count > 0 else {}
-    added = uncovered_characters(sample, character_coverage, min_char_count) if required else []
+    counts = _character_counts(sample) if min_char_count > 0 else {}
+    required = [c for c, n in counts.items() if n >= min_char_count and not c.isspace()]
+    added = _uncovered(counts, character_coverage, min_char_count) if required else []
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(sample),
@@ -400,10 +401,15 @@ def uncovered_characters(texts: Iterable[str], character_coverage: float, min_co
     (spaces counted), and spells the rest in UTF-8 byte pieces.
 
     On a multilingual corpus the rest is a smaller script's capitals and a language's rarer accents:
-    on the demo corpus at 0.9995, 17 Cyrillic capitals (every Russian sentence that starts with П, Л,
-    О, Д, ... began with two byte pieces that most Cyrillic letters share) and Spanish "ó".
+    on the demo corpus at 0.9995, 15 Cyrillic capitals (8 of them written at least 10 times: every
+    Russian sentence that starts with П, Л, О, Д, ... began with two byte pieces that most Cyrillic
+    letters share) and Spanish "ó".
     """
-    counts = _character_counts(texts, 1, spaces=True)
+    return _uncovered(_character_counts(texts), character_coverage, min_count)
+
+
+def _uncovered(counts: dict[str, int], character_coverage: float, min_count: int) -> list[str]:
+    """``uncovered_characters`` from the texts' ``_character_counts``."""
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     total, covered, left_out = sum(counts.values()), 0, []
     for character, n in ranked:
@@ -413,15 +419,13 @@ def uncovered_characters(texts: Iterable[str], character_coverage: float, min_co
     return sorted(character for character in left_out if counts[character] >= min_count and not character.isspace())
 
 
-def _character_counts(texts: Iterable[str], min_count: int, spaces: bool = False) -> dict[str, int]:
-    """How often each character is written in ``texts``, for those written at least ``min_count`` times;
-    spaces left out unless ``spaces`` (SentencePiece writes them as its own "▁", never required)."""
+def _character_counts(texts: Iterable[str]) -> dict[str, int]:
+    """How often each character, spaces included, is written in ``texts``."""
     counts: dict[str, int] = {}
     for text in texts:
         for character in text:
             counts[character] = counts.get(character, 0) + 1
-    return {character: n for character, n in counts.items()
-            if n >= min_count and (spaces or not character.isspace())}
+    return counts
 
 
 def _reservoir_sample(texts: Iterable[str], k: int, seed: int) -> list[str]:

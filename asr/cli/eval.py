@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from asr.data.dataset import open_cuts
     from asr.decoding import DecodingOptions
     from asr.decoding.ctc import default_weight
+    from asr.decoding.transcribe import pieces_by_default
     from asr.evaluate.evaluate import evaluate_cuts
     from asr.evaluate.report import write_report
 
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         trained_unpadded = config is not None and not config.features.pad_to_30s
         metrics, hyps = evaluate_cuts(model, tokenizer, cuts, args.tasks.split(","), args.batch_size, options,
                                       progress=True, mask_padding=trained_unpadded,
-                                      pieces=model.ctc is not None if args.pieces is None else args.pieces,
+                                      pieces=pieces_by_default(model) if args.pieces is None else args.pieces,
                                       group_by=args.group_by)
     except (CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"asr-eval: error: {e}", file=sys.stderr)

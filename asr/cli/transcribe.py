@@ -20,7 +20,7 @@ from asr.checkpoint import CheckpointError, load
 from asr.cli import boolean, default_device
 from asr.decoding import DecodingOptions
 from asr.decoding.ctc import DEFAULT_WEIGHT, default_weight
-from asr.decoding.transcribe import TranscribeOptions, transcribe_many
+from asr.decoding.transcribe import TranscribeOptions, pieces_by_default, transcribe_many
 from asr.decoding.writers import FORMATS, get_writer
 from asr.tokenizer import LANGUAGES, TASKS
 
@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--language {args.language}: this model knows {known}")
         options = transcribe_options(args, mask_padding=loaded.config is not None
                                      and not loaded.config.features.pad_to_30s,
-                                     ctc_weight=default_weight(loaded.model), pieces=loaded.model.ctc is not None)
+                                     ctc_weight=default_weight(loaded.model),
+                                     pieces=pieces_by_default(loaded.model))
     except (CheckpointError, ValueError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
