@@ -27,11 +27,14 @@ ids 0 .. n_text-1 <-> str. `Tokenizer` joins the two. Whisper's own BPE can late
 second codec with the same four members (n_text, encode, decode, state).
 """
 
+import functools
 import io
 import random
 import re
-from collections.abc import Iterable, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import sentencepiece as spm
 
@@ -305,6 +308,20 @@ class SentencePieceCodec:
         """Text ids only (0 .. n_text-1); invalid UTF-8 from stray byte pieces comes out as U+FFFD."""
         return self._sp.decode(ids)
 
+    def token_bytes(self) -> list[bytes]:
+        """Per text id, the UTF-8 bytes it adds to the text: a byte piece its byte, "▁" a space, <unk>
+        nothing (it is never produced)."""
+        out = []
+        for i in range(self.n_text):
+            piece = self._sp.id_to_piece(i)
+            if self._sp.is_byte(i):
+                out.append(bytes([int(piece[3:5], 16)]))  # "<0xD0>"
+            elif self._sp.is_unknown(i) or self._sp.is_control(i):
+                out.append(b"")
+            else:
+                out.append(piece.replace(_SPACE_MARK, " ").encode())
+        return out
+
     def state(self) -> dict:
         return {"type": "sentencepiece", "model": self.model}
 
@@ -492,6 +509,11 @@ class Tokenizer:
         """The text of the text ids; special ids (timestamps included) and negative ids are skipped."""
         return self.text.decode([i for i in map(int, ids) if 0 <= i < self.n_text])
 
+    def token_bytes(self) -> list[bytes]:
+        """Per text id (0 .. n_text-1), the UTF-8 bytes it adds to the text; a byte piece adds one byte,
+        which may be part of a character only."""
+        return self.text.token_bytes()
+
     def decode_with_timestamps(self, ids: Iterable[int]) -> str:
         """Like decode, with timestamps written in: "<|0.00|> Hello<|1.08|>"."""
         pieces, text = [], []
@@ -519,3 +541,20 @@ class Tokenizer:
         task_token = self.transcribe if task == "transcribe" else self.translate
         prompt = (self.sot, self.language_token(language), task_token)
         return prompt if timestamps else prompt + (self.no_timestamps,)
+
+
+T = TypeVar("T")
+
+
+def per_tokenizer(table: Callable[[Tokenizer], T]) -> Callable[[Tokenizer], T]:
+    """``table(tokenizer)``, worked out once per tokenizer and kept while the tokenizer lives: for the
+    tables decoding reads over the whole vocabulary (a 50k-piece vocabulary takes a while)."""
+    cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    @functools.wraps(table)
+    def cached(tokenizer: Tokenizer) -> T:
+        if tokenizer not in cache:
+            cache[tokenizer] = table(tokenizer)
+        return cache[tokenizer]
+
+    return cached

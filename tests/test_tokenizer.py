@@ -371,3 +371,10 @@ def test_characters_written_often_enough_are_pieces_whatever_the_coverage():
     assert codec.decode(codec.encode(" Жук, the cat.")) == " Жук, the cat."
     with pytest.raises(ValueError, match="min_char_count must be >= 0"):
         load_config(None, ["tokenizer.min_char_count=-1"])
+
+
+def test_token_bytes_spell_the_text_byte_for_byte(tokenizer):
+    table = tokenizer.token_bytes()
+    assert len(table) == tokenizer.n_text
+    for text in (" the cat sat.", " Лошадь ♪", "a\u2581b", "  "):
+        assert b"".join(table[t] for t in tokenizer.encode(text)) == text.encode()

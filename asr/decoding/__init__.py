@@ -5,8 +5,8 @@
 
 Modules, in the order the data flows:
 
-- ``filters``: logit filters, ``apply(logits, tokens)`` masks what may come next (blank start,
-  suppressed tokens, Whisper's timestamp grammar);
+- ``filters``: logit filters, ``apply(logits, tokens)`` masks what may come next (a character begun
+  in byte pieces finished, blank start, suppressed tokens, Whisper's timestamp grammar);
 - ``search``: token decoders, ``update`` / ``finalize`` (greedy or sampling, beam search over the KV
   cache), and the ranker that picks one candidate per item;
 - ``ctc``: joint CTC/attention decoding, the CTC head's prefix scores added to the decoder's (the

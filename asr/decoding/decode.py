@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from asr.decoding.ctc import CTCPrefixScorer, ctc_log_probs, task_ctc_logits
-from asr.decoding.filters import ApplyTimestampRules, LogitFilter, SuppressBlank, SuppressTokens, suppressed_tokens
+from asr.decoding.filters import (ApplyTimestampRules, CompleteCharacters, LogitFilter, SuppressBlank, SuppressTokens,
+                                  suppressed_tokens)
 from asr.decoding.greedy import detect
 from asr.decoding.search import BeamSearchDecoder, GreedyDecoder, MaximumLikelihoodRanker, TokenDecoder
 from asr.model import KVCache, Model
@@ -143,7 +144,7 @@ def initial_tokens(tokenizer: Tokenizer, options: DecodingOptions, language: str
 def strategies(options: DecodingOptions, tokenizer: Tokenizer, sample_begin: int, cache: KVCache,
                generator: torch.Generator | None) -> tuple[list[LogitFilter], TokenDecoder, MaximumLikelihoodRanker]:
     """The one place that turns options into a decoding strategy."""
-    filters = []
+    filters: list[LogitFilter] = [CompleteCharacters(tokenizer, sample_begin)]
     if options.suppress_blank:
         filters.append(SuppressBlank(tokenizer, sample_begin))
     timestamps = not options.without_timestamps

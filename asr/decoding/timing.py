@@ -14,7 +14,6 @@ token. Where a segment ends and the next starts is thereby read from the audio a
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 
 import torch
@@ -24,7 +23,7 @@ from asr.decoding.decode import DecodingOptions, initial_tokens, main_loop
 from asr.decoding.filters import ApplyTimestampRules, SuppressTokens, suppressed_tokens
 from asr.decoding.search import GreedyDecoder
 from asr.model import Model
-from asr.tokenizer import Tokenizer
+from asr.tokenizer import Tokenizer, per_tokenizer
 
 
 class ForceText:
@@ -68,15 +67,10 @@ class ForceText:
                 logits[row, token] = 0.0
 
 
+@per_tokenizer
 def starts_word(tokenizer: Tokenizer) -> list[bool]:
-    """Per text id, whether its text begins with a space (a word's first piece, or a lone space); worked
-    out once per tokenizer (a 50k-piece vocabulary takes a while)."""
-    if tokenizer not in _WORD_STARTS:
-        _WORD_STARTS[tokenizer] = [tokenizer.decode([token]).startswith(" ") for token in range(tokenizer.eot)]
-    return _WORD_STARTS[tokenizer]
-
-
-_WORD_STARTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+    """Per text id, whether its text begins with a space (a word's first piece, or a lone space)."""
+    return [tokenizer.decode([token]).startswith(" ") for token in range(tokenizer.eot)]
 
 
 @torch.no_grad()

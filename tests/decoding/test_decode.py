@@ -203,6 +203,21 @@ def test_joint_ctc_decoding_stops_a_loop_the_ctc_head_does_not_hear(tokenizer, s
         decode(no_head, mel(0), None, tokenizer, DecodingOptions(**PLAIN, ctc_weight=0.3))
 
 
+def test_a_character_begun_in_byte_pieces_is_finished(tokenizer, scripted):
+    lead, second, third = tokenizer.encode("♪")  # E2 99 AA
+    cat, eot, n_vocab = tokenizer.encode("cat")[0], tokenizer.eot, tokenizer.n_vocab
+    other = tokenizer.encode("\u2014")[2]  # "—" is E2 80 94: another continuation byte
+    # After the first byte the model would rather write "cat" or end; after the second, end.
+    table = {(): {lead: 1.0}, (lead,): {cat: 0.6, eot: 0.2, second: 0.15, other: 0.05},
+             (lead, second): {eot: 0.7, third: 0.2, cat: 0.1}, (lead, second, third): {eot: 1.0}}
+
+    def script(item, history):
+        return scripted.logits_of(table.get(history[PROMPT_LEN:], {eot: 1.0}), n_vocab)
+
+    result = decode(scripted.Model(n_vocab, script), mel(0), None, tokenizer, DecodingOptions(**PLAIN))[0]
+    assert result.tokens == [lead, second, third] and result.text == "♪"
+
+
 def test_compression_ratio():
     for text in ("", "hello world", "the the the the the the the the the the the the", "Grüße aus Köln, 東京"):
         assert compression_ratio(text) == whisper_compression_ratio(text)

@@ -4,6 +4,7 @@ import torch
 
 from asr.decoding.filters import (
     ApplyTimestampRules,
+    CompleteCharacters,
     SuppressBlank,
     SuppressTokens,
     non_speech_tokens,
@@ -114,3 +115,29 @@ def test_timestamp_forced_when_their_sum_beats_every_text_token(tokenizer, scrip
     ApplyTimestampRules(tokenizer, SAMPLE_BEGIN, 1.0).apply(logits, prompt_then(tokenizer, [[begin, cat]] * 2))
     assert masked(logits)[0] == before[0] | set(range(begin + 1))  # all below timestamps, and <|0.00|> (rule 3)
     assert masked(logits)[1] == before[1] | {begin}
+
+
+def test_complete_characters_allows_only_the_continuation_an_open_character_needs(tokenizer):
+    n_vocab, begin = tokenizer.n_vocab, tokenizer.timestamp_begin
+    lead, second, third = tokenizer.encode("♪")  # E2 99 AA, three byte pieces here
+    cat = tokenizer.encode("cat")[0]
+    single = {t: data[0] for t, data in enumerate(tokenizer.token_bytes()) if len(data) == 1}
+    continuation = {t for t, byte in single.items() if 0x80 <= byte <= 0xBF}
+    never = {t for t, byte in single.items() if byte in (0xC0, 0xC1) or byte >= 0xF5}
+    assert len(continuation) == 64 and len(never) == 13 and {second, third} <= continuation
+    between = continuation | never  # where every character is whole
+    inside = set(range(n_vocab)) - continuation  # where one is open: its continuation only
+    logits = torch.zeros(1, n_vocab)
+    CompleteCharacters(tokenizer, SAMPLE_BEGIN).apply(logits, prompt_then(tokenizer, [[]]))
+    assert masked(logits) == [between]  # nothing generated yet
+    rows = [[cat], [lead], [lead, second], [lead, second, third], [begin, lead], [lead, second, third, begin],
+            [third, third, third, cat, cat, lead, second]]  # whole characters before: what it reads is the last four
+    rows = [[cat] * (7 - len(row)) + row for row in rows]
+    logits = torch.zeros(len(rows), n_vocab)
+    CompleteCharacters(tokenizer, SAMPLE_BEGIN).apply(logits, prompt_then(tokenizer, rows))
+    assert masked(logits) == [between, inside, inside, between, inside, between, inside]
+    # A two-byte character ("Л", D0 9B) owes one byte after its first, none after its second.
+    d0, x9b = tokenizer.encode("Л")
+    logits = torch.zeros(2, n_vocab)
+    CompleteCharacters(tokenizer, SAMPLE_BEGIN).apply(logits, prompt_then(tokenizer, [[cat, d0], [d0, x9b]]))
+    assert masked(logits) == [inside, between]
