@@ -103,7 +103,7 @@ class CompleteCharacters:
 
     def __init__(self, tokenizer: Tokenizer, sample_begin: int):
         self.table = _utf8_table(tokenizer)
-        self.allowed = self.table.allowed  # moved to the logits' device on first use
+        self.forbidden = self.table.forbidden  # moved to the logits' device on first use
         self.sample_begin = sample_begin
 
     def open_bytes(self, tokens: Tensor) -> list[int]:
@@ -123,15 +123,15 @@ class CompleteCharacters:
         return owed
 
     def apply(self, logits: Tensor, tokens: Tensor) -> None:
-        if self.allowed.device != logits.device:
-            self.allowed = self.allowed.to(logits.device)
+        if self.forbidden.device != logits.device:
+            self.forbidden = self.forbidden.to(logits.device)
         owed = torch.tensor(self.open_bytes(tokens), device=logits.device)
-        logits.masked_fill_(~self.allowed[owed], -torch.inf)
+        logits.masked_fill_(self.forbidden[owed], -torch.inf)
 
 
 @dataclass(frozen=True)
 class _UTF8Table:
-    allowed: Tensor  # (4, n_vocab) bool: [k, t] whether token t may come while k continuation bytes are owed
+    forbidden: Tensor  # (4, n_vocab) bool: [k, t] whether token t is masked while k continuation bytes are owed
     opens: list[int | None]  # per token, the continuation bytes owed after it; None: it holds only those
     n_bytes: list[int]  # per token, its bytes (specials: 1, a whole token of their own)
 
@@ -178,9 +178,9 @@ def _utf8_table(tokenizer: Tokenizer) -> _UTF8Table:
         if starts:
             last = starts[-1]
             opens[token] = max((kinds[last] or 0) - (len(kinds) - 1 - last), 0)
-        elif data:
+        else:
             opens[token] = None
-    return _UTF8Table(allowed, opens, n_bytes)
+    return _UTF8Table(~allowed, opens, n_bytes)
 
 
 class ApplyTimestampRules:
