@@ -157,6 +157,10 @@ class OptimConfig:
     # A cut once left out stays out for the rest of the run, its speed-perturbed copies with it (they
     # share its transcript); false: it is judged again each time it comes round.
     truncate_sticky: bool = False
+    # With the translation CTC term: each translation judged the same way by that head's loss, and a cut
+    # whose transcript is left out keeps its translation terms unless its translation is an outlier too
+    # (asr.loss); false: a cut whose transcript is left out takes no loss in any term.
+    truncate_translations: bool = True
 
     def __post_init__(self):
         if not 0.0 <= self.ctc_weight <= 1.0:

@@ -340,10 +340,16 @@ def truncation_line(report: dict) -> str:
     """One line on the training cuts loss truncation left out (asr.truncation.truncation_report)."""
     from asr.data.clean import format_ratio
 
-    line = f"{report['cuts']} training cuts left out of the loss ({report['truncations']} times)"
+    line = f"the transcripts of {report['cuts']} training cuts left out of the loss ({report['truncations']} times)"
     if report.get("precision") is not None or report.get("recall") is not None:
         line += (f"; against the recorded corruption: precision {format_ratio(report.get('precision'))}, "
                  f"recall {format_ratio(report.get('recall'))} of {report['n_corrupt']} wrong labels")
+    translations = report.get("translations")
+    if translations:
+        line += f"; the translations of {translations['cuts']} ({translations['truncations']} times)"
+        if translations.get("kinds"):
+            line += ", their labels' recorded corruption: " + ", ".join(
+                f"{kind} {n}" for kind, n in translations["kinds"].items())
     return line
 
 

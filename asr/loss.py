@@ -12,8 +12,12 @@ English translation of each cut whose translation is known:
 ``loss = (1 - w) * attention + w * ctc + wt * translation_ctc``: added on top, so the balance of the
 other two stays as it was.
 
-Loss truncation (asr.truncation) picks, from each cut's CTC loss per target token, the cuts that take
-loss; the others are left out of every term, as if they were not in the batch.
+Loss truncation (asr.truncation) picks, from each cut's CTC loss per target token, the cuts whose
+transcripts take loss; the others are left out of every term, as if they were not in the batch. With
+the translation CTC term, it judges the translations too, by that head's loss: a cut whose transcript is
+left out keeps its translation terms (the attention term where X->English is its task, the translation
+CTC term) unless its translation is left out as well; a cut whose translation alone is left out keeps
+its transcript terms. English speech, whose translation target is its transcript, keeps or loses both.
 """
 
 from __future__ import annotations
@@ -34,31 +38,48 @@ class Loss(NamedTuple):
     ctc: Tensor  # CTC loss per target token of the cuts with known words; 0 when not used
     n_tokens: int  # target tokens that took loss
     translation_ctc: Tensor | None = None  # the translation CTC head's loss per target token; None when not used
-    n_left_out: int = 0  # cuts the select function left out of every term
+    n_left_out: int = 0  # cuts whose transcripts the select function left out
+    n_translations_left_out: int = 0  # cuts whose translations it left out (judged with the translation CTC term)
 
 
 def multitask_loss(output: Output, batch: dict, label_smoothing: float = 0.0, ctc_weight: float = 0.0,
                    ctc_blank: int | None = None, translation_ctc_weight: float = 0.0,
-                   select: Callable[[Tensor, dict], Tensor] | None = None) -> Loss:
+                   select: Callable[..., Tensor] | None = None, judge_translations: bool = True) -> Loss:
     """
     output : the model's Output: logits (B, L, V), ctc_logits (B, T, V + 1) or None, audio_lengths (B,) or
         None, translation_ctc_logits (B, T, V + 1) or None
     batch : a MultitaskDataset batch (labels, ctc_targets, ctc_lengths, ctc_valid, and the translation_ctc_
         fields when translation_ctc_weight > 0)
-    select : given each cut's CTC loss per target token (B,) and the batch, the cuts that take loss
-        (bool, B); the others are left out of every term (asr.truncation). Needs the CTC loss.
+    select : given each cut's CTC loss per target token (B,), the batch and the label judged (keyword
+        ``label``: "transcript", or "translation" with the translation CTC term), the cuts whose label
+        takes loss (bool, B); see the module docstring (asr.truncation). Needs the CTC loss.
+    judge_translations : false: ``select`` judges transcripts only, and a cut whose transcript it leaves
+        out is left out of every term
     """
     labels = batch["labels"].to(output.logits.device)
-    ctc_losses = keep = None
+    ctc_losses = translation_losses = keep = keep_translation = None
     if ctc_weight > 0 or select is not None:
         if output.ctc_logits is None:
             raise ValueError("ctc_weight > 0 and loss truncation need a model with a CTC head (model.ctc_head: true)")
         ctc_losses = ctc_per_cut(output.ctc_logits, output.audio_lengths, batch, "ctc",
                                  ctc_blank if ctc_blank is not None else output.ctc_logits.shape[-1] - 1)
+    if translation_ctc_weight > 0:
+        logits = output.translation_ctc_logits
+        if logits is None:
+            raise ValueError("translation_ctc_weight > 0 needs a model with a translation CTC head "
+                             "(model.translation_ctc_head: true)")
+        translation_losses = ctc_per_cut(logits, output.audio_lengths, batch, "translation_ctc",
+                                         ctc_blank if ctc_blank is not None else logits.shape[-1] - 1)
     if select is not None:
-        lengths = batch["ctc_lengths"].to(ctc_losses.device)
-        keep = select(ctc_losses.detach() / lengths.clamp(min=1), batch)
-        labels = labels.masked_fill(~keep[:, None], IGNORE)
+        keep = select(_per_token(ctc_losses, batch, "ctc"), batch, label="transcript")
+        keep_translation = takes_loss = keep
+        if translation_losses is not None and judge_translations:
+            english = torch.tensor([language == "en" for language in batch["languages"]], device=keep.device)
+            judged = select(_per_token(translation_losses, batch, "translation_ctc"), batch, label="translation")
+            keep_translation = judged & (keep | ~english)
+            translating = torch.tensor([task == "translate" for task in batch["tasks"]], device=keep.device)
+            takes_loss = torch.where(translating, keep_translation, keep)
+        labels = labels.masked_fill(~takes_loss[:, None], IGNORE)
     n_tokens = int((labels != IGNORE).sum())
     attention = F.cross_entropy(output.logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE,
                                 label_smoothing=label_smoothing, reduction="sum") / max(n_tokens, 1)
@@ -67,17 +88,18 @@ def multitask_loss(output: Output, batch: dict, label_smoothing: float = 0.0, ct
         ctc = _per_target_token(ctc_losses, batch, "ctc", keep)
     total = (1 - ctc_weight) * attention + ctc_weight * ctc
     translation = None
-    if translation_ctc_weight > 0:
-        logits = output.translation_ctc_logits
-        if logits is None:
-            raise ValueError("translation_ctc_weight > 0 needs a model with a translation CTC head "
-                             "(model.translation_ctc_head: true)")
-        per_cut = ctc_per_cut(logits, output.audio_lengths, batch, "translation_ctc",
-                               ctc_blank if ctc_blank is not None else logits.shape[-1] - 1)
-        translation = _per_target_token(per_cut, batch, "translation_ctc", keep)
+    if translation_losses is not None:
+        translation = _per_target_token(translation_losses, batch, "translation_ctc", keep_translation)
         total = total + translation_ctc_weight * translation
     n_left_out = 0 if keep is None else int((~keep).sum())
-    return Loss(total, attention, ctc, n_tokens, translation, n_left_out)
+    n_translations_left_out = 0 if keep_translation is None else int(
+        (~keep_translation & batch["translation_ctc_valid"].to(keep_translation.device)).sum())
+    return Loss(total, attention, ctc, n_tokens, translation, n_left_out, n_translations_left_out)
+
+
+def _per_token(per_cut: Tensor, batch: dict, prefix: str) -> Tensor:
+    """Each cut's CTC loss per target token (B,), detached: what loss truncation judges."""
+    return per_cut.detach() / batch[f"{prefix}_lengths"].to(per_cut.device).clamp(min=1)
 
 
 def ctc_per_cut(ctc_logits: Tensor, audio_lengths: Tensor | None, batch: dict, prefix: str, blank: int) -> Tensor:

@@ -353,7 +353,7 @@ def _train_on(run: Run, batch: dict, window: "_Window") -> bool:
         select = None if run.truncation is None else functools.partial(run.truncation, step=run.state.step)
         loss = multitask_loss(output, batch, run.config.optim.label_smoothing,
                               ctc_weight_at(run.state.step, run.config.optim), run.engine.module.ctc_blank,
-                              run.config.optim.translation_ctc_weight, select)
+                              run.config.optim.translation_ctc_weight, select, run.config.optim.truncate_translations)
     except torch.OutOfMemoryError:
         raise TrainingError(
             f"out of memory on a batch of {batch['audio_seconds']:.0f} s of audio: lower data.max_duration "
@@ -427,7 +427,7 @@ class _Window:
 
     def reset(self) -> None:
         self.loss = self.attention = self.ctc = self.translation_ctc = 0.0
-        self.micro = self.tokens = self.left_out = 0
+        self.micro = self.tokens = self.left_out = self.translations_left_out = 0
         self.audio_seconds = self.padding = 0.0
         self.started = time.time()
 
@@ -439,22 +439,25 @@ class _Window:
         self.micro += 1
         self.tokens += loss.n_tokens
         self.left_out += loss.n_left_out
+        self.translations_left_out += loss.n_translations_left_out
         self.audio_seconds += batch["audio_seconds"]
         self.padding += batch["padding_ratio"]
 
     def summary(self, device: torch.device) -> dict:
         """Means over micro-batches of every rank; rates summed over ranks."""
         sums = torch.tensor([self.loss, self.attention, self.ctc, self.translation_ctc, self.micro, self.tokens,
-                             self.audio_seconds, self.padding, self.left_out], dtype=torch.float64, device=device)
+                             self.audio_seconds, self.padding, self.left_out, self.translations_left_out],
+                            dtype=torch.float64, device=device)
         if dist.get_world_size() > 1:
             dist.all_reduce(sums)
-        loss, attention, ctc, translation_ctc, micro, tokens, seconds, padding, left_out = sums.tolist()
+        loss, attention, ctc, translation_ctc, micro, tokens, seconds, padding, left_out, translations_out = sums.tolist()
         elapsed = max(time.time() - self.started, 1e-9)
         micro = max(micro, 1)
         return {"loss": loss / micro, "attention_loss": attention / micro, "ctc_loss": ctc / micro,
                 **({"translation_ctc_loss": translation_ctc / micro} if translation_ctc else {}),
                 "tokens_per_s": tokens / elapsed, "audio_hours_per_s": seconds / 3600 / elapsed,
-                "padding": padding / micro, "truncated_cuts": int(left_out)}
+                "padding": padding / micro, "truncated_cuts": int(left_out),
+                **({"truncated_translations": int(translations_out)} if translation_ctc else {})}
 
 
 def _progress(run: Run):

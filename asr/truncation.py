@@ -19,7 +19,16 @@ the same transcript (the model rarely fits a wrong transcript well enough to pas
 the bound misses it on some of its rounds: on the demo corpus a wrong label left out at least once was
 left out on about two of its three rounds after the start). Every process leaves out the same cuts: the
 processes share the cuts they left out after each micro-batch. Cuts without a known transcript
-(translation-only pairs) and no-speech cuts are never left out.
+(translation-only pairs) and no-speech cuts are never left out for their transcript.
+
+A transcript judged wrong says nothing of the cut's English translation, often a label of its own
+(subtitles in two languages; the demo corpus's wrong transcripts keep their true translation, but for a
+label of another clip). With a translation CTC head, the loss (asr.loss) judges each translation the
+same way, by the translation head's CTC loss per target token against the recent translations of its
+source language (``label="translation"``), and a cut whose transcript is left out keeps its translation
+terms (the attention term when X->English is the task drawn, the translation CTC term) unless its
+translation is an outlier too: as ``clean.keep_translations`` does for the transcripts the cleaning
+rules drop. English speech, whose translation target is its transcript, goes with its transcript.
 
 Every cut left out is written, with its step, score and bound, to ``truncated/rank-<r>.jsonl`` in the
 run folder, and counted in the logs and the run summary; where the manifest records the truth of its
@@ -32,7 +41,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections import deque
+from collections import Counter, deque
 from pathlib import Path
 from typing import Iterable
 
@@ -45,6 +54,8 @@ from asr.config import TRUNCATE_MIN_HISTORY as MIN_HISTORY  # scores of a langua
 MAD_SCALE = 1.4826  # the MAD of a normal distribution times this is its standard deviation
 EPS = 1e-3  # keeps the log of a perfectly fitted cut finite
 SPEED_AFFIX = re.compile(r"_sp\d+(\.\d+)?$")  # lhotse's perturb_speed appends it to a cut's id
+TRANSCRIPT, TRANSLATION = "transcript", "translation"  # the labels judged, and the batch fields they read
+PREFIXES = {TRANSCRIPT: "ctc", TRANSLATION: "translation_ctc"}
 
 
 class LossTruncation:
@@ -68,7 +79,8 @@ class LossTruncation:
         self.log_path = None if log_dir is None else Path(log_dir) / f"rank-{rank}.jsonl"
         self.judged = 0  # cuts compared with a bound (or, sticky, found left out before) so far
         self.sticky = sticky
-        self.out: set[str] = set()  # sticky: the cuts left out, by their ids without the speed affix
+        self.out: set[str] = set()  # sticky: the labels left out, by cut id without the speed affix
+        # (a translation's id prefixed "translation:")
         self.new_out: list[str] = []  # sticky: the ones left out since the last ``take_new_out``
 
     def bound(self, language: str) -> float | None:
@@ -80,11 +92,15 @@ class LossTruncation:
         median = float(np.median(values))
         return median + self.mads * MAD_SCALE * float(np.median(np.abs(values - median)))
 
-    def __call__(self, per_token: Tensor, batch: dict, step: int) -> Tensor:
-        """The keep mask (B,) of a batch, given each cut's CTC loss per target token (B,)."""
+    def __call__(self, per_token: Tensor, batch: dict, step: int, label: str = TRANSCRIPT) -> Tensor:
+        """The keep mask (B,) of a batch, given each cut's CTC loss per target token (B,) against its
+        ``label``: TRANSCRIPT (the batch's ``ctc_`` fields) or TRANSLATION (``translation_ctc_``)."""
+        if label not in PREFIXES:
+            raise ValueError(f"loss truncation judges a {' or a '.join(PREFIXES)}, not {label!r}")
+        prefix, key = PREFIXES[label], "" if label == TRANSCRIPT else f"{label}:"
         keep = torch.ones(per_token.shape[0], dtype=torch.bool)
-        valid = batch["ctc_valid"].tolist()
-        lengths = batch["ctc_lengths"].tolist()
+        valid = batch[f"{prefix}_valid"].tolist()
+        lengths = batch[f"{prefix}_lengths"].tolist()
         records = []
         for i, loss in enumerate(per_token.detach().float().cpu().tolist()):
             language = batch["languages"][i]
@@ -92,15 +108,17 @@ class LossTruncation:
                 continue
             score = math.log(loss + EPS)
             cut_id = batch["cut_ids"][i]
-            base = SPEED_AFFIX.sub("", cut_id)
+            base = key + SPEED_AFFIX.sub("", cut_id)
+            language = key + language  # each label's scores on their own scale
             earlier = self.sticky and base in self.out
             bound = self.bound(language) if step >= self.from_step and not earlier else None
             if earlier or bound is not None:
                 self.judged += 1
                 if earlier or score > bound:
                     keep[i] = False
-                    record = {"step": step, "cut": cut_id, "language": language, "score": round(score, 4),
-                              "bound": None if bound is None else round(bound, 4)}
+                    record = {"step": step, "cut": cut_id, "language": batch["languages"][i],
+                              "score": round(score, 4), "bound": None if bound is None else round(bound, 4),
+                              **({"label": label} if key else {})}
                     records.append({**record, "earlier": True} if earlier else record)
                     if self.sticky and not earlier:
                         self.out.add(base)
@@ -147,15 +165,31 @@ def read_truncated(log_dir: Path) -> list[dict]:
 
 def truncation_report(records: list[dict], cuts: Iterable) -> dict:
     """Counts of the cuts left out; where the cuts record the truth of their labels, the precision and
-    recall of leaving out a cut at least once (asr.data.clean.evaluate_cleaning's figures) over the
-    cuts it judges: those that train X->English only (no transcript heard) are left out of the figures."""
+    recall of leaving out a transcript at least once (asr.data.clean.evaluate_cleaning's figures) over
+    the cuts it judges: those that train X->English only (no transcript heard) are left out of the
+    figures. Translations left out, where any were, under ``translations``: their counts and, where the
+    truth is recorded, the corruption kinds of those cuts' labels ("none" for right ones; in the demo
+    corpus only ``other_clip`` carries a wrong translation)."""
     from asr.data import is_translation_only
-    from asr.data.clean import evaluate_left_out
+    from asr.data.clean import _corruptions, evaluate_left_out
 
-    times = {}
-    for record in records:
-        cut_id = SPEED_AFFIX.sub("", record["cut"])
-        times[cut_id] = times.get(cut_id, 0) + 1
+    cuts = list(cuts)
+    transcripts = _times(r for r in records if r.get("label", TRANSCRIPT) == TRANSCRIPT)
     judged = (cut for cut in cuts if not is_translation_only(cut))
-    return {"truncations": len(records), "cuts": len(times),
-            **evaluate_left_out(judged, times, "loss_truncation")}
+    report = {"truncations": sum(transcripts.values()), "cuts": len(transcripts),
+              **evaluate_left_out(judged, transcripts, "loss_truncation")}
+    translations = _times(r for r in records if r.get("label") == TRANSLATION)
+    if translations:
+        kinds = Counter()
+        for cut in cuts:
+            truth = _corruptions(cut) if cut.id in translations else None
+            if truth is not None:
+                kinds.update(truth or {"none"})
+        report["translations"] = {"truncations": sum(translations.values()), "cuts": len(translations),
+                                  **({"kinds": dict(sorted(kinds.items()))} if kinds else {})}
+    return report
+
+
+def _times(records: Iterable[dict]) -> Counter:
+    """How many times each cut (by id without the speed affix) was left out."""
+    return Counter(SPEED_AFFIX.sub("", record["cut"]) for record in records)

@@ -170,9 +170,13 @@ def test_targets_table_marks_each_target():
 
 def test_truncation_line_gives_the_figures_against_the_truth_where_known():
     report = {"truncations": 9, "cuts": 4, "n_corrupt": 5, "precision": 0.75, "recall": 0.6}
-    assert truncation_line(report) == ("4 training cuts left out of the loss (9 times); against the recorded "
-                                       "corruption: precision 0.750, recall 0.600 of 5 wrong labels")
-    assert truncation_line({"truncations": 0, "cuts": 0}) == "0 training cuts left out of the loss (0 times)"
+    assert truncation_line(report) == ("the transcripts of 4 training cuts left out of the loss (9 times); against "
+                                       "the recorded corruption: precision 0.750, recall 0.600 of 5 wrong labels")
+    assert truncation_line({"truncations": 0, "cuts": 0}) == ("the transcripts of 0 training cuts left out of the "
+                                                              "loss (0 times)")
+    report["translations"] = {"truncations": 3, "cuts": 2, "kinds": {"none": 1, "other_clip": 1}}
+    assert truncation_line(report).endswith("wrong labels; the translations of 2 (3 times), their labels' "
+                                            "recorded corruption: none 1, other_clip 1")
 
 
 def test_a_stopped_or_short_run_is_trained_again_and_not_evaluated(tmp_path, capsys):

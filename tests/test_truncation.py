@@ -105,7 +105,7 @@ def test_a_sticky_truncation_keeps_a_cut_and_its_speed_copies_out_and_resumes_wi
     assert not other(torch.tensor([0.5]), scores_batch(["de"], ids=["bad"]), step=0).any()
 
 
-def test_a_cut_left_out_takes_no_loss_in_any_term():
+def test_a_cut_left_out_for_both_labels_takes_no_loss_in_any_term():
     torch.manual_seed(0)
     logits, ctc_logits, translation_logits = torch.randn(3, 4, 6), torch.randn(3, 8, 7), torch.randn(3, 8, 7)
     batch = {"labels": torch.tensor([[1, 2, IGNORE, IGNORE], [3, 4, 5, IGNORE], [2, 2, 2, 2]]),
@@ -116,16 +116,18 @@ def test_a_cut_left_out_takes_no_loss_in_any_term():
              "translation_ctc_valid": torch.tensor([True, True, True])}
     seen = {}
 
-    def leave_out_the_second(per_token, b):
-        seen["per_token"] = per_token
+    def leave_out_the_second(per_token, b, label):
+        seen[label], seen["label"] = per_token, label
         return torch.tensor([True, False, True])
 
     output = Output(logits, ctc_logits, None, translation_logits)
-    loss = multitask_loss(output, batch, 0.1, 0.3, None, 0.2, select=leave_out_the_second)
+    loss = multitask_loss(output, {**batch, "languages": ["de"] * 3, "tasks": ["transcribe"] * 3}, 0.1, 0.3, None,
+                          0.2, select=leave_out_the_second)
     rows = [0, 2]
     without = multitask_loss(Output(logits[rows], ctc_logits[rows], None, translation_logits[rows]),
                              {k: v[rows] for k, v in batch.items()}, 0.1, 0.3, None, 0.2)
-    assert loss.n_left_out == 1 and loss.n_tokens == without.n_tokens == 6
+    assert loss.n_left_out == loss.n_translations_left_out == 1 and loss.n_tokens == without.n_tokens == 6
+    assert seen["label"] == "translation"  # both labels judged; this function leaves out both
     for term in ("total", "attention", "ctc", "translation_ctc"):
         assert getattr(loss, term).item() == pytest.approx(getattr(without, term).item(), rel=1e-5), term
     full = multitask_loss(output, batch, 0.1, 0.3, None, 0.2)
@@ -133,7 +135,73 @@ def test_a_cut_left_out_takes_no_loss_in_any_term():
     # the select function is given each cut's CTC loss per target token
     per_cut = torch.nn.functional.ctc_loss(ctc_logits.log_softmax(-1).transpose(0, 1), batch["ctc_targets"],
                                            torch.full((3,), 8), batch["ctc_lengths"], blank=6, reduction="none")
-    assert torch.allclose(seen["per_token"], per_cut / batch["ctc_lengths"], rtol=1e-5)
+    assert torch.allclose(seen["transcript"], per_cut / batch["ctc_lengths"], rtol=1e-5)
+
+
+def _two_cut_batch(languages, tasks):
+    return {"labels": torch.tensor([[1, 2, 3], [3, 4, IGNORE]]), "ctc_targets": torch.tensor([[1, 2], [3, 4]]),
+            "ctc_lengths": torch.tensor([2, 2]), "ctc_valid": torch.tensor([True, True]),
+            "translation_ctc_targets": torch.tensor([[1], [2]]), "translation_ctc_lengths": torch.tensor([1, 1]),
+            "translation_ctc_valid": torch.tensor([True, True]), "languages": languages, "tasks": tasks}
+
+
+def _judge(transcripts, translations):
+    return lambda per_token, batch, label: torch.tensor(transcripts if label == "transcript" else translations)
+
+
+@pytest.mark.parametrize("task", ["translate", "transcribe"])
+def test_a_cut_whose_transcript_is_left_out_keeps_its_translation_terms(task):
+    torch.manual_seed(0)
+    output = Output(torch.randn(2, 3, 6), torch.randn(2, 8, 7), None, torch.randn(2, 8, 7))
+    batch = _two_cut_batch(["de", "de"], ["transcribe", task])
+    loss = multitask_loss(output, batch, 0.0, 0.3, None, 0.2, select=_judge([True, False], [True, True]))
+    first = multitask_loss(Output(output.logits[:1], output.ctc_logits[:1], None, output.translation_ctc_logits[:1]),
+                           {k: v[:1] for k, v in batch.items()}, 0.0, 0.3, None, 0.2)
+    full = multitask_loss(output, batch, 0.0, 0.3, None, 0.2)
+    assert loss.n_left_out == 1 and loss.n_translations_left_out == 0
+    assert loss.ctc.item() == pytest.approx(first.ctc.item(), rel=1e-5)  # the transcript: the first cut's only
+    assert loss.translation_ctc.item() == pytest.approx(full.translation_ctc.item(), rel=1e-5)  # both cuts'
+    # the decoder's targets: the second cut's too where it drew X->English, else the first cut's only
+    expected = full if task == "translate" else first
+    assert loss.n_tokens == expected.n_tokens and loss.attention.item() == pytest.approx(expected.attention.item())
+    # optim.truncate_translations false: the transcript's verdict is the cut's, in every term
+    whole = multitask_loss(output, batch, 0.0, 0.3, None, 0.2, select=_judge([True, False], [True, True]),
+                           judge_translations=False)
+    assert whole.n_tokens == first.n_tokens and whole.n_translations_left_out == 1
+    assert whole.translation_ctc.item() == pytest.approx(first.translation_ctc.item(), rel=1e-5)
+
+
+def test_a_translation_left_out_takes_its_terms_only_and_english_goes_with_its_transcript():
+    torch.manual_seed(0)
+    output = Output(torch.randn(2, 3, 6), torch.randn(2, 8, 7), None, torch.randn(2, 8, 7))
+    full = multitask_loss(output, _two_cut_batch(["de", "de"], ["translate", "transcribe"]), 0.0, 0.3, None, 0.2)
+    # the second cut's translation is an outlier: its transcript still trains, the first cut's translation too
+    batch = _two_cut_batch(["de", "de"], ["translate", "transcribe"])
+    loss = multitask_loss(output, batch, 0.0, 0.3, None, 0.2, select=_judge([True, True], [True, False]))
+    assert (loss.n_left_out, loss.n_translations_left_out, loss.n_tokens) == (0, 1, full.n_tokens)
+    assert loss.ctc.item() == pytest.approx(full.ctc.item(), rel=1e-5)
+    assert loss.translation_ctc.item() != pytest.approx(full.translation_ctc.item(), rel=1e-3)
+    # English speech: its translation target is its transcript, so it goes when the transcript does
+    english = multitask_loss(output, _two_cut_batch(["de", "en"], ["translate", "transcribe"]), 0.0, 0.3, None,
+                             0.2, select=_judge([True, False], [True, True]))
+    assert (english.n_left_out, english.n_translations_left_out) == (1, 1)
+    assert english.translation_ctc.item() == pytest.approx(loss.translation_ctc.item(), rel=1e-5)
+
+
+def test_translations_are_judged_on_their_own_scale_and_logged_as_such(tmp_path):
+    truncation = LossTruncation(from_step=0, mads=3.0, history=100, log_dir=tmp_path, sticky=True)
+    batch = {**scores_batch(["de"]), "translation_ctc_lengths": torch.tensor([4]),
+             "translation_ctc_valid": torch.tensor([True])}
+    for loss in clean_losses(MIN_HISTORY):
+        truncation(torch.tensor([loss]), batch, step=0)
+        truncation(torch.tensor([loss * 6]), batch, step=0, label="translation")  # a higher scale
+    assert truncation(torch.tensor([3.0]), batch, step=1, label="translation").all()  # ordinary for translations
+    assert not truncation(torch.tensor([3.0]), batch, step=1).any()  # six times the transcripts' median
+    assert not truncation(torch.tensor([30.0]), batch, step=2, label="translation").any()
+    assert [r.get("label") for r in read_truncated(tmp_path)] == [None, "translation"]
+    assert sorted(truncation.out) == ["c0", "translation:c0"]  # sticky: each label out on its own
+    with pytest.raises(ValueError, match="translation"):
+        truncation(torch.tensor([1.0]), batch, step=3, label="subtitle")
 
 
 def test_truncation_needs_a_ctc_head():
@@ -161,6 +229,12 @@ def test_the_report_scores_cuts_left_out_against_the_recorded_truth():
     assert report["recall_by_kind"]["substitute"]["recall"] == 0.0
     plain = [MonoCut(id="z", start=0, duration=1, channel=0)]
     assert truncation_report([{"cut": "z", "step": 1}], plain) == {"truncations": 1, "cuts": 1}
+    # translations left out: counted apart, with the recorded corruption of their cuts' labels
+    translations = [{"cut": "a", "step": 6, "label": "translation"}, {"cut": "d_sp0.9", "step": 8, "label": "translation"},
+                    {"cut": "a_sp0.9", "step": 9, "label": "translation"}]
+    both = truncation_report(records + translations, cuts)
+    assert {k: v for k, v in both.items() if k != "translations"} == report
+    assert both["translations"] == {"truncations": 3, "cuts": 2, "kinds": {"none": 1, "other_clip": 1}}
 
 
 def test_bad_settings_are_refused():
