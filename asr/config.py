@@ -139,6 +139,10 @@ class OptimConfig:
     weight_decay: float = 0.1
     warmup_steps: int = 500
     max_steps: int = 10000
+    # A budget of training time in minutes (steps, saves and dev validations; 0: none). Where max_steps
+    # would not fit at the pace measured so far, the schedule ends earlier, at the last step that fits,
+    # its learning rate decaying to 0 there. Re-fitted to the mean pace as the run goes.
+    max_minutes: float = 0.0
     schedule: Literal["linear", "cosine", "constant"] = "linear"
     grad_clip: float = 1.0
     label_smoothing: float = 0.1
@@ -167,6 +171,8 @@ class OptimConfig:
             raise ValueError(f"ctc_weight must be in [0, 1], got {self.ctc_weight}")
         if self.translation_ctc_weight < 0:
             raise ValueError(f"translation_ctc_weight must be at least 0, got {self.translation_ctc_weight}")
+        if self.max_minutes < 0:
+            raise ValueError(f"max_minutes must be at least 0 (0: no budget), got {self.max_minutes}")
         if self.ctc_only_steps < 0:
             raise ValueError(f"ctc_only_steps must be at least 0, got {self.ctc_only_steps}")
         if self.ctc_only_steps and self.ctc_weight == 0:

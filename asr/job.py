@@ -122,7 +122,7 @@ class Job:
         what = ("first round, to score the training cuts: " if first_round else
                 "second round, on the cuts the first round's model kept: " if self.first else "")
         _banner(3, what + ("reused: " + str(run_dir) if done else
-                           f"vocabulary and model, {config.optim.max_steps} steps -> {run_dir}"))
+                           f"vocabulary and model, {_steps(config)} -> {run_dir}"))
         return not done
 
     def score(self) -> None:
@@ -185,7 +185,7 @@ class Job:
     def finish(self) -> int:
         stopped_at = _unfinished_steps(self.config)
         if stopped_at is not None:
-            print(f"\ntraining stopped at step {stopped_at} of {self.config.optim.max_steps}: "
+            print(f"\ntraining stopped at step {stopped_at} of {_steps(self.config)}: "
                   f"run the same command again to continue from {self.run_dir / 'checkpoints'}")
             return 1
         with self._stage(4):
@@ -305,7 +305,10 @@ class Job:
             report = _read_json(out / "report.json")
             if report:
                 print(f"first round    {first_round_dir(self.config)}: {summary_line(report)}  ({out / 'report.md'})")
-        truncation = (_read_json(self.run_dir / "summary.json") or {}).get("truncation")
+        summary = _read_json(self.run_dir / "summary.json") or {}
+        if summary.get("training_minutes") is not None:
+            print(f"training       {training_line(summary)}")
+        truncation = summary.get("truncation")
         if truncation:
             print(f"truncation     {truncation_line(truncation)}  ({self.run_dir / 'truncated'})")
         for stage, seconds in times.get("stages", {}).items():
@@ -367,12 +370,30 @@ def targets_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def training_line(summary: dict) -> str:
+    """The steps a run trained and in how long, and whether ``optim.max_minutes`` shortened them."""
+    line = f"{summary['steps']} steps in {summary['training_minutes']:.1f} min"
+    if summary.get("schedule_steps", summary["max_steps"]) < summary["max_steps"]:
+        line += (f" (of optim.max_steps={summary['max_steps']}: the schedule was fitted to "
+                 f"optim.max_minutes={summary['max_minutes']:g})")
+    return line
+
+
+def _steps(config: Config) -> str:
+    """The training's length as the config sets it."""
+    steps = f"{config.optim.max_steps} steps"
+    return f"{steps} or what fits in {config.optim.max_minutes:g} min" if config.optim.max_minutes else steps
+
+
 def _unfinished_steps(config: Config) -> int | None:
     """The steps trained so far (0 without a summary) while training is unfinished; None once the run
-    folder's summary shows ``optim.max_steps`` trained without an early stop."""
+    folder's summary shows its schedule trained to the end without an early stop: ``optim.max_steps``,
+    or the earlier end that ``optim.max_minutes`` set, where the run had the same two."""
     summary = _read_json(Path(config.train.output_dir) / "summary.json") or {}
-    steps = summary.get("steps", 0)
-    if summary.get("stopped_early") or steps < config.optim.max_steps:
+    steps, end = summary.get("steps", 0), config.optim.max_steps
+    if (summary.get("max_steps"), summary.get("max_minutes")) == (end, config.optim.max_minutes):
+        end = min(end, summary.get("schedule_steps", end))
+    if summary.get("stopped_early") or steps < end:
         return steps
     return None
 

@@ -10,6 +10,11 @@ sampler's order by (seed, epoch), and the checkpoint records the epoch and how m
 rank consumed. A restarted run skips those batches' metadata (no audio is read) and continues with
 the very batches, and so the very losses, of an uninterrupted run.
 
+A time budget (``optim.max_minutes``) ends the schedule where the pace measured so far says the
+budget runs out, and the checkpoint records that end and the time trained: a resumed run keeps both.
+Where the budget binds, where the run ends depends on the machine's pace, so its figures repeat only
+as closely as that pace does.
+
 Faults: a batch whose cuts were all dropped, or whose loss is NaN/inf on any rank, is skipped on every
 rank (so that collectives stay matched) and counted; ``train.nonfinite_limit`` consecutive non-finite
 losses stop the run. SIGTERM saves a checkpoint at the end of the current step and exits 0.
@@ -47,6 +52,11 @@ from asr.loss import multitask_loss
 from asr.model import Model
 from asr.tokenizer import Tokenizer, train_sentencepiece
 from asr.truncation import LossTruncation, read_truncated, truncation_report
+
+
+# optim.max_minutes: the pace is measured from this many steps after a (re)start, over at least this
+# many steps before it fits the schedule (fewer in a run of fewer steps: see pace_window)
+PACE_SKIP, PACE_STEPS = 20, 200
 
 
 class TrainingError(RuntimeError):
@@ -88,6 +98,8 @@ class State:
     epoch: int = 0
     batches_in_epoch: int = 0  # groups of one micro-batch per rank consumed in the current epoch
     best: float | None = None
+    max_steps: int = 0  # the schedule's last step: optim.max_steps, or earlier to fit optim.max_minutes
+    seconds: float = 0.0  # training time so far, over every (re)start: what optim.max_minutes bounds
 
 
 @dataclass
@@ -107,6 +119,8 @@ class Run:
     stop_requested: bool = False
     started: float = field(default_factory=time.time)
     first_step: int = 0  # the step the run (re)started from, for the ETA
+    seconds_before: float = 0.0  # state.seconds when the run (re)started
+    pace_from: tuple[int, float] | None = None  # (step, time) the pace for optim.max_minutes is measured from
     writer: object = None  # TensorBoard's SummaryWriter on rank 0, made at the first log line
     truncation: LossTruncation | None = None  # optim.truncate_from_step > 0
 
@@ -171,12 +185,13 @@ def setup(config: Config) -> Run:
     train_cuts = _open_all(config.data.train, "data.train")
     tokenizer = _tokenizer(config, run_dir, train_cuts, rank)
     model = _model(config, tokenizer)
-    engine = _engine(deepspeed, model, config, device)
+    state = State(max_steps=config.optim.max_steps)
+    engine = _engine(deepspeed, model, config, device, state)
     dev_cuts = _open_all(config.data.dev, "data.dev").to_eager() if config.data.dev else None
     dataset = MultitaskDataset(tokenizer, config.data, n_mels=config.model.n_mels,
                                n_text_ctx=config.model.n_text_ctx, train=True,
                                pad_to_30s=config.features.pad_to_30s, seed=config.train.seed)
-    run = Run(config, run_dir, rank, world_size, device, tokenizer, engine, train_cuts, dev_cuts, dataset)
+    run = Run(config, run_dir, rank, world_size, device, tokenizer, engine, train_cuts, dev_cuts, dataset, state)
     if config.optim.truncate_from_step > 0:
         run.truncation = LossTruncation(config.optim.truncate_from_step, config.optim.truncate_mads,
                                         config.optim.truncate_history, run.truncation_dir, rank,
@@ -272,7 +287,7 @@ def _model(config: Config, tokenizer: Tokenizer) -> Model:
     return model
 
 
-def _engine(deepspeed, model: Model, config: Config, device: torch.device):
+def _engine(deepspeed, model: Model, config: Config, device: torch.device, state: State):
     optim = config.optim
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]  # biases and norms
@@ -280,8 +295,8 @@ def _engine(deepspeed, model: Model, config: Config, device: torch.device):
         [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         # Fused: one vectorised kernel over all tensors (on a CPU too), not a loop of small ops per tensor
         lr=optim.lr, betas=optim.betas, eps=optim.eps, fused=device.type in ("cuda", "cpu"))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, optim.warmup_steps, optim.max_steps, optim.schedule))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(  # state.max_steps: shortened by optim.max_minutes
+        optimizer, lambda step: lr_factor(step, optim.warmup_steps, state.max_steps, optim.schedule))
     engine, _, _, _ = deepspeed.initialize(model=model.to(device), optimizer=optimizer, lr_scheduler=scheduler,
                                            config=deepspeed_config(config, device))
     if config.train.compile:
@@ -317,12 +332,12 @@ def deepspeed_config(config: Config, device: torch.device) -> dict:
 
 def fit(run: Run) -> None:
     _resume(run)
-    run.started, run.first_step = time.time(), run.state.step
-    config, state = run.config, run.state
+    run.started, run.first_step, run.seconds_before = time.time(), run.state.step, run.state.seconds
+    state = run.state
     batches = _batches(run)
     progress = _progress(run)
     window = _Window()
-    while state.step < config.optim.max_steps:
+    while state.step < state.max_steps:
         batch = next(batches, None)
         if batch is None:  # the epoch is over
             state.epoch, state.batches_in_epoch = state.epoch + 1, 0
@@ -465,7 +480,7 @@ def _progress(run: Run):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=run.config.optim.max_steps, initial=run.state.step, desc="train", unit="step",
+    return tqdm(total=run.state.max_steps, initial=run.state.step, desc="train", unit="step",
                 dynamic_ncols=True, disable=None)
 
 
@@ -495,7 +510,11 @@ def _tensorboard(run: Run):
 
 def _after_step(run: Run, window: _Window, progress) -> None:
     config, step = run.config.train, run.state.step
-    if step % config.log_every == 0 or step == run.config.optim.max_steps:
+    run.state.seconds = run.seconds_before + time.time() - run.started
+    if run.config.optim.max_minutes and step % config.log_every == 0:
+        _fit_schedule(run, progress)
+    end = run.state.max_steps
+    if step % config.log_every == 0 or step == end:
         record = {"step": step, "epoch": run.state.epoch, "lr": run.engine.get_lr()[0], **window.summary(run.device),
                   "dropped_cuts": sum(run.counters.dropped_cuts.values()),
                   "nonfinite_steps": run.counters.nonfinite_steps}
@@ -507,16 +526,60 @@ def _after_step(run: Run, window: _Window, progress) -> None:
                        "pad": f"{record['padding']:.1%}"}
             progress.set_postfix(postfix)
             if progress.disable:  # not a terminal (a log file, CI): a plain line instead of the bar
-                eta = (time.time() - run.started) / max(step - run.first_step, 1) * (run.config.optim.max_steps - step)
-                print(f"step {step}/{run.config.optim.max_steps} " + " ".join(f"{k} {v}" for k, v in postfix.items())
+                eta = (time.time() - run.started) / max(step - run.first_step, 1) * (end - step)
+                print(f"step {step}/{end} " + " ".join(f"{k} {v}" for k, v in postfix.items())
                       + f" eta {eta / 60:.1f} min", flush=True)
     if progress is not None:
         progress.update(step - progress.n)
     metrics = None
-    if config.eval_every and step % config.eval_every == 0 and step < run.config.optim.max_steps:
+    if config.eval_every and step % config.eval_every == 0 and step < end:
         metrics = _validate(run)
-    if config.save_every and step % config.save_every == 0 and step < run.config.optim.max_steps:
+    if config.save_every and step % config.save_every == 0 and step < end:
         _save(run, metrics)
+
+
+def pace_window(max_steps: int) -> tuple[int, int]:
+    """The steps after a (re)start that the pace for ``optim.max_minutes`` leaves out (data loading,
+    allocation), and how many steps it is measured over before it fits the schedule."""
+    return min(PACE_SKIP, max(1, max_steps // 100)), min(PACE_STEPS, max(5, max_steps // 20))
+
+
+def fitted_end(step: int, end: int, seconds: float, pace: float, budget: float) -> int:
+    """The schedule's last step: ``end`` (``optim.max_steps``), or earlier where the steps left at
+    ``pace`` seconds a step would take the run's ``seconds`` past ``budget`` (never before ``step``)."""
+    fits = step + max(0, math.floor((budget - seconds) / pace))
+    return max(step, min(end, fits))
+
+
+def _fit_schedule(run: Run, progress) -> None:
+    """Fit the schedule's end to ``optim.max_minutes`` at the mean pace since the (re)start. The pace
+    takes in saves and dev validations as they come, and the end moves with it both ways (a few steps
+    at a time once the mean settles: the learning rate barely moves), so that a slow start does not cut
+    the run short for good. Every rank takes the earliest end any rank measured: they stop together."""
+    state, optim = run.state, run.config.optim
+    skip, measure = pace_window(optim.max_steps)
+    if run.pace_from is None:
+        if state.step - run.first_step >= skip:
+            run.pace_from = (state.step, time.time())
+        return
+    measured = state.step - run.pace_from[0]
+    if measured < measure:
+        return
+    pace = (time.time() - run.pace_from[1]) / measured
+    end = fitted_end(state.step, optim.max_steps, state.seconds, pace, optim.max_minutes * 60)
+    if dist.get_world_size() > 1:
+        agreed = torch.tensor([end], dtype=torch.float64, device=run.device)
+        dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
+        end = int(agreed.item())
+    if end == state.max_steps:
+        return
+    if run.is_main and state.max_steps == optim.max_steps:
+        print(f"\noptim.max_minutes={optim.max_minutes:g}: at {pace:.3f} s a step the schedule ends at step "
+              f"{end} of {optim.max_steps} (refitted as the run goes)", flush=True)
+    state.max_steps = end
+    if progress is not None:
+        progress.total = end
+        progress.refresh()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -553,6 +616,7 @@ def _save(run: Run, metrics: dict | None = None) -> None:
         state.best = value if is_best else state.best
     client_state = {
         "step": state.step, "epoch": state.epoch, "batches_in_epoch": state.batches_in_epoch, "best": state.best,
+        "max_steps": state.max_steps, "seconds": state.seconds,
         "counters": {"nonfinite_steps": counters.nonfinite_steps, "empty_batches": counters.empty_batches,
                      "dropped_cuts": dict(counters.dropped_cuts)},
         "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
@@ -593,6 +657,12 @@ def _resume(run: Run) -> None:
     state, counters = run.state, run.counters
     state.step, state.epoch = client_state["step"], client_state["epoch"]
     state.batches_in_epoch, state.best = client_state["batches_in_epoch"], client_state["best"]
+    state.seconds = client_state.get("seconds", 0.0)
+    saved = client_state.get("config", {}).get("optim", {})
+    if (saved.get("max_steps"), saved.get("max_minutes", 0.0)) == (run.config.optim.max_steps,
+                                                                    run.config.optim.max_minutes):
+        # the schedule the budget fitted; another max_steps or max_minutes starts from the config's again
+        state.max_steps = client_state.get("max_steps", state.max_steps)
     counters.nonfinite_steps = client_state["counters"]["nonfinite_steps"]
     counters.empty_batches = client_state["counters"]["empty_batches"]
     counters.dropped_cuts = Counter(client_state["counters"]["dropped_cuts"])
@@ -606,14 +676,16 @@ def _resume(run: Run) -> None:
 def finish(run: Run, seconds: float) -> dict:
     """Validate and save at the end (unless stopped early), then write and print the summary."""
     metrics = None
-    if not run.stop_requested and run.state.step >= run.config.optim.max_steps:
+    if not run.stop_requested and run.state.step >= run.state.max_steps:
         metrics = _validate(run)
         if checkpoint.read_tag(run.checkpoint_dir) != checkpoint.checkpoint_tag(run.state.step):
             _save(run, metrics)
     counters = run.counters
     summary = {
         "steps": run.state.step, "epochs": run.state.epoch + 1, "stopped_early": run.stop_requested,
-        "seconds": round(seconds, 1), "nonfinite_steps": counters.nonfinite_steps,
+        "seconds": round(seconds, 1), "max_steps": run.config.optim.max_steps,
+        "max_minutes": run.config.optim.max_minutes, "schedule_steps": run.state.max_steps,
+        "training_minutes": round(run.state.seconds / 60, 2), "nonfinite_steps": counters.nonfinite_steps,
         "empty_batches": counters.empty_batches, "dropped_cuts": dict(counters.dropped_cuts),
         "best": run.state.best, "final_metrics": metrics, "checkpoint": str(run.checkpoint_dir),
     }

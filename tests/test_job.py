@@ -12,7 +12,7 @@ import yaml
 from lhotse import CutSet
 
 from asr.config import ConfigError, first_round_overrides, load_config
-from asr.job import Job, targets_table, truncation_line
+from asr.job import Job, targets_table, training_line, truncation_line
 from asr.job import main as job_main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -188,6 +188,22 @@ def test_a_stopped_or_short_run_is_trained_again_and_not_evaluated(tmp_path, cap
     (tmp_path / "summary.json").write_text(json.dumps({"steps": 10, "stopped_early": False}))
     assert not Job(config).needs_training()
     assert "training -- reused" in capsys.readouterr().out
+
+
+def test_a_run_whose_time_budget_ended_its_schedule_early_is_finished_under_the_same_budget(tmp_path, capsys):
+    overrides = [f"train.output_dir={tmp_path}", "optim.max_steps=10", "optim.max_minutes=2"]
+    config = load_config(ROOT / "configs" / "demo.yaml", overrides)
+    summary = {"steps": 7, "stopped_early": False, "max_steps": 10, "max_minutes": 2, "schedule_steps": 7,
+               "training_minutes": 1.98}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    assert not Job(config).needs_training()
+    assert training_line(summary) == ("7 steps in 2.0 min (of optim.max_steps=10: the schedule was fitted to "
+                                      "optim.max_minutes=2)")
+    for other in ("optim.max_minutes=3", "optim.max_steps=12", "optim.max_minutes=0"):  # another schedule
+        assert Job(load_config(ROOT / "configs" / "demo.yaml", [*overrides, other])).needs_training()
+    assert "vocabulary and model, 10 steps or what fits in 3 min" in capsys.readouterr().out
+    (tmp_path / "summary.json").write_text(json.dumps({**summary, "schedule_steps": 8}))  # stopped short of it
+    assert Job(config).needs_training()
 
 
 TINY = [

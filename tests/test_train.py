@@ -17,7 +17,7 @@ from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
 
 from asr.checkpoint import export, load, read_tag
 from asr.evaluate.validation import validate
-from asr.train import _RankShare, ctc_weight_at, lr_factor
+from asr.train import _RankShare, ctc_weight_at, fitted_end, lr_factor, pace_window
 
 PYTHON = sys.executable
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
@@ -89,6 +89,14 @@ def test_lr_schedule():
     assert lr_factor(10, 4, 10, "linear") == 0.0 and lr_factor(20, 4, 10, "linear") == 0.0
     assert lr_factor(7, 4, 10, "cosine") == pytest.approx(0.5)
     assert lr_factor(9, 4, 10, "constant") == 1.0
+
+
+def test_a_time_budget_ends_the_schedule_at_the_last_step_that_fits():
+    # 100 s trained at step 400, 0.5 s a step, 600 s of budget: 1000 steps fit in the 500 s left
+    assert fitted_end(400, 5000, 100.0, 0.5, 600.0) == 1400
+    assert fitted_end(400, 1200, 100.0, 0.5, 600.0) == 1200  # max_steps fits: never later than it
+    assert fitted_end(400, 5000, 700.0, 0.5, 600.0) == 400  # the budget is spent: end now
+    assert pace_window(5000) == (20, 200) and pace_window(100) == (1, 5)
 
 
 def test_ctc_weight_is_one_for_the_ctc_only_steps_then_the_configured_weight():
@@ -170,6 +178,23 @@ def test_sigterm_or_ctrl_c_saves_a_checkpoint_and_exits_0(corpus, tmp_path, sign
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["stopped_early"] and summary["steps"] >= 2
     assert read_tag(tmp_path / "checkpoints") == f"step-{summary['steps']:08d}"
+
+
+def test_a_time_budget_shortens_the_schedule_and_a_second_launch_finds_it_done(corpus, tmp_path):
+    run_dir = tmp_path / "budget"
+    budget = 0.15  # minutes: 9 s, where this tiny model trains tens of steps a second at most
+    launch(corpus, run_dir, 1, "optim.max_steps=5000", f"optim.max_minutes={budget}", "data.dev=[]",
+           "train.save_every=0", "train.log_every=5")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == summary["schedule_steps"] < 5000 and summary["max_minutes"] == budget
+    assert summary["training_minutes"] < 2 * budget
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == summary["steps"]
+    assert records[-1]["lr"] < 0.2 * max(r["lr"] for r in records)  # the schedule decayed to its new end
+    launch(corpus, run_dir, 1, "optim.max_steps=5000", f"optim.max_minutes={budget}", "data.dev=[]",
+           "train.save_every=0", "train.log_every=5")
+    assert len((run_dir / "log.jsonl").read_text().splitlines()) == len(records)  # nothing trained again
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == summary["steps"]
 
 
 def test_bad_config_is_one_clear_error(corpus, tmp_path):
