@@ -62,9 +62,14 @@ def evaluate_cuts(model: Model, tokenizer: Tokenizer, cuts: Iterable[Cut], tasks
     options = options or DecodingOptions(without_timestamps=True)
     cuts = list(cuts)
     windows = [c for c in cuts if c.duration <= WINDOW_SECONDS]
+    # Batches of one language and similar lengths: each task decodes a batch's languages apart, and
+    # the search runs as long as its longest item (the rows keep the manifest's order).
+    ordered = sorted(windows, key=lambda c: (c.supervisions[0].language or "" if c.supervisions else "", c.duration))
     hyps, failed = [], []
-    for start in tqdm(range(0, len(windows), batch_size), desc="evaluating", disable=not progress):
-        hyps += _decode_batch(model, tokenizer, windows[start: start + batch_size], tasks, options, failed)
+    for start in tqdm(range(0, len(ordered), batch_size), desc="evaluating", disable=not progress):
+        hyps += _decode_batch(model, tokenizer, ordered[start: start + batch_size], tasks, options, failed)
+    position = {cut.id: i for i, cut in enumerate(windows)}
+    hyps.sort(key=lambda h: position[h.cut.id])
     metrics, rows = _score(hyps, tasks), _rows(hyps, tasks)
     if group_by and "transcribe" in tasks:
         metrics["wer_by"] = _wer_by(hyps, group_by)

@@ -6,9 +6,12 @@ import soundfile as sf
 import torch
 from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
 
-from asr.checkpoint import save
+from asr.checkpoint import load, save
 from asr.cli.eval import main
+from asr.decoding import DecodingOptions, decode_features
 from asr.decoding.writers import to_srt
+from asr.evaluate import evaluate
+from asr.evaluate.evaluate import evaluate_cuts
 from asr.evaluate.metrics import word_error_rates
 from asr.model import Model, ModelDims
 from asr.tokenizer import Tokenizer, train_sentencepiece
@@ -57,6 +60,27 @@ def test_eval_writes_metrics_report_plots_and_hypotheses(setup, capsys):
     assert all(abs(sum(r["language_probs"].values()) - 1) < 1e-4 for r in rows)
     assert {"wer_by_language.png", "lid_confusion.png", "report.md"} <= {p.name for p in out.iterdir()}
     assert "report:" in capsys.readouterr().out
+
+
+def test_batches_of_one_language_give_each_cut_what_it_gets_alone_in_the_manifest_order(setup, monkeypatch):
+    model, tokenizer, _ = load(setup / "model.pt")
+    calls = []
+
+    def counted(model, xa, *args):
+        calls.append(len(xa))
+        return decode_features(model, xa, *args)
+
+    monkeypatch.setattr(evaluate, "decode_features", counted)
+    cuts = CutSet.from_file(setup / "cuts.jsonl.gz")
+    options = DecodingOptions(without_timestamps=True, sample_len=6)
+    tasks = ("transcribe", "translate", "lid", "nospeech")
+    _, alone = evaluate_cuts(model, tokenizer, cuts, tasks, batch_size=1, options=options)
+    calls.clear()
+    _, batched = evaluate_cuts(model, tokenizer, cuts, tasks, batch_size=2, options=options)
+    assert calls == [2, 2, 2, 2]  # de (c0, c3) and fr (c1, c4), each task in one call; silence (c2, c5) in none
+    assert [(r["id"], r["task"]) for r in batched] == [(r["id"], r["task"]) for r in alone]
+    assert [r["id"] for r in batched if r["task"] != "translate"] == [c.id for c in cuts]  # c0 de, c1 fr, c2 none...
+    assert [r["hypothesis"] for r in batched] == [r["hypothesis"] for r in alone]
 
 
 def test_group_by_scores_the_wer_per_value_of_a_custom_key(setup, tmp_path):
