@@ -81,7 +81,7 @@ def multitask_loss(output: Output, batch: dict, label_smoothing: float = 0.0, ct
             takes_loss = torch.where(translating, keep_translation, keep)
         labels = labels.masked_fill(~takes_loss[:, None], IGNORE)
     n_tokens = int((labels != IGNORE).sum())
-    attention = F.cross_entropy(output.logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE,
+    attention = F.cross_entropy(output.logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE,
                                 label_smoothing=label_smoothing, reduction="sum") / max(n_tokens, 1)
     ctc = attention.new_zeros(())
     if ctc_weight > 0:

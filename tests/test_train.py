@@ -16,8 +16,10 @@ import yaml
 from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
 
 from asr.checkpoint import export, load, read_tag
+from asr.config import load_config
 from asr.evaluate.validation import validate
-from asr.train import _RankShare, ctc_weight_at, fitted_end, lr_factor, pace_window
+from asr.train import (TrainingError, _RankShare, ctc_weight_at, deepspeed_config, fitted_end, lr_factor,
+                       pace_window)
 
 PYTHON = sys.executable
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
@@ -131,7 +133,14 @@ def test_run_reports_the_corrupt_file_and_the_empty_transcript(reference):
     assert read_tag(reference / "checkpoints") == f"step-{STEPS:08d}"
 
 
-@pytest.mark.parametrize("stage", [2, 3])
+def test_one_process_without_zero_skips_the_all_reduce_and_matches_the_reference(corpus, reference, tmp_path):
+    launch(corpus, tmp_path, 1, "train.zero_stage=0", "train.grad_accum=2")
+    one, reference_losses = losses(tmp_path), losses(reference)
+    for step in range(1, STEPS + 1):
+        assert one[step] == pytest.approx(reference_losses[step], rel=1e-4), step
+
+
+@pytest.mark.parametrize("stage", [0, 2, 3])
 def test_two_processes_match_one_process_with_the_same_global_batch(corpus, reference, tmp_path, stage):
     launch(corpus, tmp_path, 2, f"train.zero_stage={stage}")
     one, two = losses(reference), losses(tmp_path)
@@ -230,6 +239,28 @@ def test_bf16_trains_on_cpu_and_fp16_is_refused_there(corpus, tmp_path):
     done = subprocess.run([PYTHON, "-m", "asr.train", str(corpus / "config.yaml"), f"train.output_dir={tmp_path}/fp16",
                            "train.precision=fp16"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 1 and "fp16 needs a GPU" in done.stderr
+
+
+def test_autocast_computes_in_bf16_over_fp32_weights(corpus, tmp_path):
+    launch(corpus, tmp_path / "fp32", 1, "optim.max_steps=2", "data.dev=[]")
+    launch(corpus, tmp_path / "autocast", 1, "train.autocast=bf16", "optim.max_steps=2", "data.dev=[]")
+    fp32, mixed = losses(tmp_path / "fp32"), losses(tmp_path / "autocast")
+    assert set(mixed) == {1, 2}
+    # The same batches and weights at step 1: the loss within bf16's rounding of fp32's, but not equal to it
+    assert mixed[1] != fp32[1] and mixed[1] == pytest.approx(fp32[1], rel=0.02)
+    model, _, config = load(export(tmp_path / "autocast", tmp_path / "model.pt"))
+    assert config.train.autocast == "bf16" and {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+def test_autocast_is_refused_over_lower_precision_weights_and_in_fp16_on_cpu(corpus):
+    config = load_config(corpus / "config.yaml", ["train.autocast=bf16"])
+    assert deepspeed_config(config, torch.device("cpu"))["torch_autocast"] == {"enabled": True, "dtype": "bf16"}
+    assert "torch_autocast" not in deepspeed_config(load_config(corpus / "config.yaml"), torch.device("cpu"))
+    with pytest.raises(TrainingError, match="needs train.precision=fp32, not bf16"):
+        deepspeed_config(load_config(corpus / "config.yaml", ["train.autocast=bf16", "train.precision=bf16"]),
+                         torch.device("cpu"))
+    with pytest.raises(TrainingError, match="autocast=fp16 needs a GPU"):
+        deepspeed_config(load_config(corpus / "config.yaml", ["train.autocast=fp16"]), torch.device("cpu"))
 
 
 def test_a_translation_ctc_branch_trains_its_loss_and_is_validated(corpus, tmp_path):
