@@ -193,7 +193,7 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     # Mixed precision by torch.autocast (DeepSpeed's torch_autocast) with fp32 weights and optimizer:
     # linear and convolution layers compute in the lower precision. Needs precision fp32.
-    autocast: Literal["off", "bf16", "fp16"] = "off"
+    autocast: Literal["none", "bf16", "fp16"] = "none"
     zero_stage: Literal[0, 1, 2, 3] = 0
     cpu_processes: int = 1  # train.sh on a machine without GPUs: this many gloo processes
     deepspeed_config: str | None = None  # a DeepSpeed JSON; default configs/deepspeed/zero<stage>.json

@@ -325,7 +325,7 @@ def deepspeed_config(config: Config, device: torch.device) -> dict:
             raise TrainingError("train.precision=fp16 needs a GPU (DeepSpeed's CPU accelerator has no fp16); "
                                 "use bf16 or fp32 on a CPU")
         ds["fp16"] = {"enabled": True, "loss_scale": 0, "initial_scale_power": 16}
-    if config.train.autocast != "off":
+    if config.train.autocast != "none":
         if config.train.precision != "fp32":
             raise TrainingError(f"train.autocast={config.train.autocast} computes in mixed precision over fp32 "
                                 f"weights: it needs train.precision=fp32, not {config.train.precision}")
