@@ -303,9 +303,20 @@ def _engine(deepspeed, model: Model, config: Config, device: torch.device, state
         # A world of one has no gradients to average, yet DeepSpeed flattens every gradient into one
         # buffer, all-reduces it and copies it back each step: 9% of a demo-model step on a 2-core CPU.
         engine.enable_backward_allreduce = False
+    if engine.mpu is None:
+        engine.clip_fp32_gradients = functools.partial(clip_gradients, list(engine.module.parameters()),
+                                                       engine.gradient_clipping())
     if config.train.compile:
         engine.compile()
     return engine
+
+
+def clip_gradients(parameters: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+    """Scale every gradient by ``min(1, max_norm / (norm + 1e-6))``, the norm taken over all of them as one
+    vector: DeepSpeed's clip for fp32 weights without ZeRO, in two vectorised calls. DeepSpeed's own takes
+    each gradient's norm and scales it in a Python loop (200 tensors of the demo model: 4% of a CPU step)
+    and all-reduces a norm that every rank already shares, the gradients being averaged before the step."""
+    return torch.nn.utils.clip_grad_norm_(parameters, max_norm, foreach=True)
 
 
 def deepspeed_config(config: Config, device: torch.device) -> dict:

@@ -18,8 +18,8 @@ from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
 from asr.checkpoint import export, load, read_tag
 from asr.config import load_config
 from asr.evaluate.validation import validate
-from asr.train import (TrainingError, _RankShare, ctc_weight_at, deepspeed_config, fitted_end, lr_factor,
-                       pace_window)
+from asr.train import (TrainingError, _RankShare, clip_gradients, ctc_weight_at, deepspeed_config, fitted_end,
+                       lr_factor, pace_window)
 
 PYTHON = sys.executable
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
@@ -113,6 +113,25 @@ def test_ctc_weight_is_one_for_the_ctc_only_steps_then_the_configured_weight():
         OptimConfig(ctc_weight=1.5)
     with pytest.raises(ValueError, match="translation_ctc_weight"):
         OptimConfig(translation_ctc_weight=-0.1)
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 100.0])
+def test_gradient_clip_scales_every_gradient_by_the_norm_of_all_of_them(max_norm):
+    generator = torch.Generator().manual_seed(0)
+    parameters = [torch.nn.Parameter(torch.zeros(shape)) for shape in [(3, 4), (4,), (2, 2, 2), (5,)]]
+    for parameter in parameters[:3]:  # the last one took no part in the loss
+        parameter.grad = torch.randn(parameter.shape, generator=generator)
+    before = [p.grad.clone() for p in parameters[:3]]
+    norm = torch.cat([g.flatten() for g in before]).norm()
+    assert 0.5 < norm < 100.0
+    returned = clip_gradients(parameters, max_norm)
+    assert returned == pytest.approx(norm.item())
+    scale = min(1.0, max_norm / (norm.item() + 1e-6))
+    for parameter, grad in zip(parameters, before):
+        torch.testing.assert_close(parameter.grad, grad * scale)
+    assert parameters[3].grad is None
+    if max_norm < norm:
+        assert torch.cat([p.grad.flatten() for p in parameters[:3]]).norm() == pytest.approx(max_norm, rel=1e-5)
 
 
 def test_rank_share_gives_each_rank_its_batches_of_one_stream():
