@@ -282,6 +282,35 @@ def test_autocast_is_refused_over_lower_precision_weights_and_in_fp16_on_cpu(cor
         deepspeed_config(load_config(corpus / "config.yaml", ["train.autocast=fp16"]), torch.device("cpu"))
 
 
+def test_auto_autocast_takes_bf16_only_where_the_cpu_computes_it(corpus, monkeypatch, capsys):
+    import asr.train
+
+    auto = load_config(corpus / "config.yaml", ["train.autocast=auto"])
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(asr.train, "native_bf16", lambda device: True)
+    assert deepspeed_config(auto, cpu)["torch_autocast"] == {"enabled": True, "dtype": "bf16"}
+    assert "train.autocast=auto: bf16" in capsys.readouterr().out
+    # Over bf16 weights there is nothing to autocast: auto takes none, where bf16 itself is refused
+    assert "torch_autocast" not in deepspeed_config(
+        load_config(corpus / "config.yaml", ["train.autocast=auto", "train.precision=bf16"]), cpu)
+    monkeypatch.setattr(asr.train, "native_bf16", lambda device: False)
+    assert "torch_autocast" not in deepspeed_config(auto, cpu)
+    assert "train.autocast=auto: none (this CPU" in capsys.readouterr().out
+    # An explicit bf16 is obeyed on such a CPU, with a warning that says what it costs
+    explicit = deepspeed_config(load_config(corpus / "config.yaml", ["train.autocast=bf16"]), cpu)
+    assert explicit["torch_autocast"]["dtype"] == "bf16" and "emulated" in capsys.readouterr().err
+
+
+def test_native_bf16_follows_the_cpus_own_probes(monkeypatch):
+    import asr.train
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert not asr.train.native_bf16(torch.device("cpu"))
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert asr.train.native_bf16(torch.device("cpu"))
+
+
 def test_a_translation_ctc_branch_trains_its_loss_and_is_validated(corpus, tmp_path):
     run_dir = tmp_path / "translation"
     launch(corpus, run_dir, 1, "optim.max_steps=2", "model.translation_ctc_head=true",
