@@ -336,7 +336,7 @@ def autocast_dtype(config: Config, device: torch.device) -> str:
         if config.train.precision != "fp32":
             return "none"  # the weights are in the lower precision already
         native = native_bf16(device)
-        where = "this GPU" if device.type == "cuda" else f"this CPU ({torch.backends.cpu.get_cpu_capability()})"
+        where = "this GPU" if device.type == "cuda" else f"this CPU, {torch.backends.cpu.get_cpu_capability()},"
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"train.autocast=auto: {'bf16' if native else 'none'} ({where} "
                   f"{'computes' if native else 'has no'} native bf16)", flush=True)
