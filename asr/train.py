@@ -330,28 +330,28 @@ def native_bf16(device: torch.device) -> bool:
 
 def autocast_dtype(config: Config, device: torch.device) -> str:
     """``train.autocast`` as it runs on ``device``: "auto" becomes bf16 where the hardware has it, else
-    none; an explicit bf16 on a CPU without it runs as asked, with a warning."""
+    none; an explicit bf16 on hardware without it runs as asked, with a warning."""
     autocast = config.train.autocast
-    if autocast == "auto":
-        if config.train.precision != "fp32":
-            return "none"  # the weights are in the lower precision already
-        native = native_bf16(device)
-        where = "this GPU" if device.type == "cuda" else f"this CPU, {torch.backends.cpu.get_cpu_capability()},"
-        if int(os.environ.get("RANK", "0")) == 0:
-            print(f"train.autocast=auto: {'bf16' if native else 'none'} ({where} "
-                  f"{'computes' if native else 'has no'} native bf16)", flush=True)
-        return "bf16" if native else "none"
-    if autocast == "none":
-        return autocast
+    if autocast == "none" or (autocast == "auto" and config.train.precision != "fp32"):
+        return "none"  # for auto: the weights are in the lower precision already
     if config.train.precision != "fp32":
         raise TrainingError(f"train.autocast={autocast} computes in mixed precision over fp32 "
                             f"weights: it needs train.precision=fp32, not {config.train.precision}")
-    if autocast == "fp16" and device.type != "cuda":
-        raise TrainingError("train.autocast=fp16 needs a GPU; use bf16 on a CPU")
-    if autocast == "bf16" and not native_bf16(device) and int(os.environ.get("RANK", "0")) == 0:
-        print(f"warning: train.autocast=bf16 on a CPU without native bf16 ({torch.backends.cpu.get_cpu_capability()}):"
-              " it is emulated, many times slower than fp32; train.autocast=auto chooses for the machine",
-              file=sys.stderr, flush=True)
+    if autocast == "fp16":
+        if device.type != "cuda":
+            raise TrainingError("train.autocast=fp16 needs a GPU; use bf16 on a CPU")
+        return autocast
+    native = native_bf16(device)
+    where = "this GPU" if device.type == "cuda" else f"this CPU, {torch.backends.cpu.get_cpu_capability()},"
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    if autocast == "auto":
+        if rank0:
+            print(f"train.autocast=auto: {'bf16' if native else 'none'} ({where} "
+                  f"{'computes' if native else 'has no'} native bf16)", flush=True)
+        return "bf16" if native else "none"
+    if not native and rank0:
+        print(f"warning: train.autocast=bf16 on {where} without native bf16: it is emulated, many times slower "
+              "than fp32; train.autocast=auto chooses for the machine", file=sys.stderr, flush=True)
     return autocast
 
 
