@@ -133,9 +133,12 @@ def _score(hyps: list[_Hyp], tasks) -> dict:
         metrics["wer"] = _transcript_wer([h for h in speech if h.transcript is not None])
     if "translate" in tasks:
         scored = [h for h in speech if h.translation is not None]
-        metrics["translation"] = translation_scores([reference_text(h.cut, "translate") for h in scored],
-                                                    [h.translation for h in scored])
-        metrics["translation"]["n"] = len(scored)
+        metrics["translation"] = _translation(scored)
+        by_language: dict[str, list[_Hyp]] = {}
+        for h in scored:
+            by_language.setdefault(h.cut.supervisions[0].language, []).append(h)
+        metrics["translation"]["languages"] = {language: _translation(group)
+                                               for language, group in sorted(by_language.items())}
     if "lid" in tasks:
         metrics["language_id"] = language_id([h.cut.supervisions[0].language for h in speech],
                                              [h.language for h in speech])
@@ -143,6 +146,12 @@ def _score(hyps: list[_Hyp], tasks) -> dict:
         metrics["no_speech"] = no_speech([not h.cut.supervisions for h in hyps],
                                          [h.no_speech_prob > NO_SPEECH_THRESHOLD for h in hyps])
     return metrics
+
+
+def _translation(hyps: list[_Hyp]) -> dict:
+    """Corpus BLEU and chrF of the translated speech cuts, and how many there were."""
+    scores = translation_scores([reference_text(h.cut, "translate") for h in hyps], [h.translation for h in hyps])
+    return {**scores, "n": len(hyps)}
 
 
 def _wer_by(hyps: list[_Hyp], key: str) -> dict:

@@ -12,7 +12,7 @@ from asr.decoding import DecodingOptions, decode_features
 from asr.decoding.writers import to_srt
 from asr.evaluate import evaluate
 from asr.evaluate.evaluate import evaluate_cuts
-from asr.evaluate.metrics import word_error_rates
+from asr.evaluate.metrics import translation_scores, word_error_rates
 from asr.model import Model, ModelDims
 from asr.tokenizer import Tokenizer, train_sentencepiece
 
@@ -56,6 +56,12 @@ def test_eval_writes_metrics_report_plots_and_hypotheses(setup, capsys):
     assert counts["tp"] + counts["fp"] + counts["fn"] + counts["tn"] == 6 and counts["tp"] + counts["fn"] == 2
     assert metrics["translation"]["n"] == 4
     rows = [json.loads(line) for line in (out / "hyps.jsonl").read_text().splitlines()]
+    # By source language: each group scored on its own cuts (c0, c3 German; c1, c4 French)
+    by_language = metrics["translation"]["languages"]
+    assert {language: group["n"] for language, group in by_language.items()} == {"de": 2, "fr": 2}
+    for language, ids in (("de", {"c0", "c3"}), ("fr", {"c1", "c4"})):
+        pairs = [(r["reference"], r["hypothesis"]) for r in rows if r["task"] == "translate" and r["id"] in ids]
+        assert by_language[language] == {**translation_scores(*map(list, zip(*pairs))), "n": 2}
     assert sorted(r["task"] for r in rows) == ["nospeech"] * 2 + ["transcribe"] * 4 + ["translate"] * 4
     assert all(abs(sum(r["language_probs"].values()) - 1) < 1e-4 for r in rows)
     assert {"wer_by_language.png", "lid_confusion.png", "report.md"} <= {p.name for p in out.iterdir()}

@@ -13,7 +13,8 @@ def metrics():
     return {
         "wer": word_error_rates(["a b c d", "eins zwei", "你好世界"], ["a x c", "eins zwei", "你们世界"],
                                 ["en", "de", "zh"]),
-        "translation": translation_scores(["the cat sat on a mat"], ["the cat sat on the mat"]),
+        "translation": {**translation_scores(["the cat sat on a mat"], ["the cat sat on the mat"]), "n": 1,
+                        "languages": {"de": {"bleu": 0.0, "chrf": 12.5, "n": 1}}},
         "language_id": language_id(["en", "de", "de", "zh"], ["en", "en", "de", "zh"]),
         "no_speech": no_speech([True, True, False, False], [True, False, True, False]),
         "timestamps": timestamp_error([[(0.0, 2.0, "a")]], [[(0.5, 2.25, "a")]]),
@@ -63,7 +64,8 @@ def test_write_report(tmp_path, metrics):
     assert "| language | WER | CER | recordings | words |" in long_form
     assert "| de | 25.00 |" in long_form  # one word of four missing
     assert "zh is computed on characters" in text
-    assert "| 53.73 |" in text  # BLEU = 100 (1/12)^(1/4)
+    assert "| all | 53.73 |" in text  # BLEU = 100 (1/12)^(1/4)
+    assert "| de | 0.00 | 12.50 | 1 |" in text
     assert "Accuracy: 75.00 % of 4" in text
     assert "| **de** | 1 | 1 | 0 |" in text  # rows: reference; columns: de, en, zh
     assert "| 0.500 | 0.500 | 0.500 | 1 | 1 | 1 | 1 |" in text
