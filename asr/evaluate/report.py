@@ -138,9 +138,9 @@ def _wer_by_section(wer_by: dict) -> str:
 
 def _translation_section(scores: dict) -> str:
     """Corpus BLEU and chrF over every translated cut, then by source language where the metrics have it."""
-    rows = [["all", _number(scores.get("bleu")), _number(scores.get("chrf")), scores.get("n", "?")]]
-    rows += [[language, _number(group.get("bleu")), _number(group.get("chrf")), group.get("n", "?")]
-             for language, group in scores.get("languages", {}).items()]
+    groups = {"all": scores, **scores.get("languages", {})}
+    rows = [[name, _number(group.get("bleu")), _number(group.get("chrf")), group.get("n", "?")]
+            for name, group in groups.items()]
     return "## Translation to English\n\n" + _table(["source language", "BLEU", "chrF", "cuts"], rows)
 
 
