@@ -2,7 +2,8 @@
 
     asr-eval --model runs/demo/model.pt --manifest manifests/demo/test_cuts.jsonl.gz --out eval/test \\
         [--tasks transcribe,translate,lid,nospeech,timestamps] [--run runs/demo]
-    asr-eval compare eval/clean/metrics.json eval/weak/metrics.json
+    asr-eval compare eval/clean/metrics.json eval/weak/metrics.json   # + test-set intervals where
+                                                                       # hyps.jsonl lies beside each
 
 Writes ``hyps.jsonl``, ``metrics.json``, ``report.md`` and plots (per-language WER, the LID confusion
 matrix, and the training curves of ``--run``) into ``--out``.
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _compare(argv: list[str]) -> int:
     from asr.evaluate.compare import compare, format_table, headline_table, mean_metrics
+    from asr.evaluate.significance import N_RESAMPLES, format_differences, load_hyps, paired_differences
 
     parser = argparse.ArgumentParser(
         prog="asr-eval compare",
@@ -83,6 +85,10 @@ def _compare(argv: list[str]) -> int:
                     "Several runs of one setting (seeds) make one row with NAME=PATH,PATH,...: each figure "
                     "their mean, with its range.")
     parser.add_argument("metrics", nargs="+", metavar="[NAME=]METRICS_JSON[,METRICS_JSON...]")
+    parser.add_argument("--bootstrap", type=int, default=N_RESAMPLES, metavar="N",
+                        help="where every run has its hyps.jsonl beside metrics.json: each row's BLEU and mean "
+                             "WER minus the first row's, with a 95%% interval from N paired resamples of the "
+                             "test cuts (asr.evaluate.significance; default %(default)s, 0: no such table)")
     args = parser.parse_args(argv)
     runs = []
     for item in args.metrics:
@@ -95,10 +101,24 @@ def _compare(argv: list[str]) -> int:
             except (OSError, json.JSONDecodeError) as e:
                 print(f"asr-eval compare: error: {path}: {e}", file=sys.stderr)
                 return 2
-        runs.append((name or paths[0].parent.name, group))
+        runs.append((name or paths[0].parent.name, group, paths))
     if len(runs) == 2:
         print(format_table(compare(mean_metrics(runs[0][1]), mean_metrics(runs[1][1]))))
-    print(headline_table(runs))
+    print(headline_table([(name, group) for name, group, _ in runs]))
+    hyps_files = [[path.parent / "hyps.jsonl" for path in paths] for _, _, paths in runs]
+    if args.bootstrap > 0 and len(runs) > 1:
+        missing = [str(path) for group in hyps_files for path in group if not path.is_file()]
+        if missing:
+            print(f"no test-set intervals: no hyps.jsonl beside {', '.join(missing)}")
+            return 0
+        try:
+            rows = [(name, [load_hyps(path) for path in group]) for (name, _, _), group in zip(runs, hyps_files)]
+        except (OSError, ValueError) as e:
+            print(f"asr-eval compare: error: {e}", file=sys.stderr)
+            return 2
+        print(f"Differences from the first row, with 95% intervals over {args.bootstrap} paired resamples of the "
+              "test cuts (the test set's share of the uncertainty; the ranges above show the seeds'):\n")
+        print(format_differences(paired_differences(rows, args.bootstrap), runs[0][0]))
     return 0
 
 

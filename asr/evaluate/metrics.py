@@ -65,7 +65,7 @@ def normalise_for(language: str, text: str) -> str:
     return " ".join(_normaliser(language)(text).split())
 
 
-def _units(language: str, text: str) -> str:
+def scoring_units(language: str, text: str) -> str:
     """The normalised text as space-separated scoring units: words, or characters for languages
     written without spaces."""
     text = normalise_for(language, text)
@@ -92,12 +92,12 @@ def word_error_rates(references: list[str], hypotheses: list[str], languages: li
     grouped = defaultdict(lambda: ([], [], 0))  # language -> (references, hypotheses, skipped)
     for reference, hypothesis, language in zip(references, hypotheses, languages, strict=True):
         refs, hyps, skipped = grouped[language]
-        reference = _units(language, reference)
+        reference = scoring_units(language, reference)
         if not reference:
             grouped[language] = (refs, hyps, skipped + 1)
             continue
         refs.append(reference)
-        hyps.append(_units(language, hypothesis))
+        hyps.append(scoring_units(language, hypothesis))
     per_language = {language: _counts(language, *grouped[language]) for language in sorted(grouped)}
     pooled = {key: sum(c[key] for c in per_language.values())
               for key in ("word_errors", "words", "char_errors", "chars", "utterances", "skipped_empty")}

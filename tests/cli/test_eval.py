@@ -142,7 +142,34 @@ def test_compare_of_three_runs_prints_one_headline_row_each(tmp_path, capsys):
     rows = capsys.readouterr().out.strip().splitlines()
     assert rows[0].startswith("| run | WER, mean over languages | WER, worst language | X->English BLEU")
     assert rows[2].startswith("| weak labels | 12.00% | 12.00% | 40.00 | – |")
-    assert rows[4].startswith("| raw labels | 30.00% | 30.00% |") and len(rows) == 5
+    assert rows[4].startswith("| raw labels | 30.00% | 30.00% |")
+    assert rows[5:] == ["", f"no test-set intervals: no hyps.jsonl beside {tmp_path / 'hyps.jsonl'}, "
+                        f"{tmp_path / 'hyps.jsonl'}, {tmp_path / 'hyps.jsonl'}"]
+
+
+def test_compare_gives_test_set_intervals_where_the_hypotheses_are_there(tmp_path, capsys):
+    """Each run's hyps.jsonl beside its metrics.json: a table of differences from the first row, whose
+    point figures are the headline table's differences."""
+    references = [("de", "der hund sieht die katze", "The dog sees the cat."),
+                  ("fr", "le chien voit le chat", "The dog sees the cat today."),
+                  ("de", "die katze schläft heute", "The cat sleeps today.")] * 10
+    for name, wrong in (("true", 0), ("weak", 6)):
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = []
+        for k, (language, text, english) in enumerate(references):
+            bad = k < wrong
+            rows.append({"id": f"c{k}", "task": "transcribe", "reference_language": language, "reference": text,
+                         "hypothesis": text.replace("katze", "hund") if bad else text})
+            rows.append({"id": f"c{k}", "task": "translate", "reference_language": language, "reference": english,
+                         "hypothesis": "The bird." if bad else english})
+        (folder / "hyps.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+        (folder / "metrics.json").write_text(json.dumps({"translation": {"bleu": 0.0}}))
+    assert main(["compare", f"true={tmp_path / 'true' / 'metrics.json'}",
+                 f"weak={tmp_path / 'weak' / 'metrics.json'}", "--bootstrap", "200"]) == 0
+    line = [row for row in capsys.readouterr().out.splitlines() if row.startswith("| weak |")][-1]
+    bleu, wer, cuts = (cell.strip() for cell in line.split("|")[2:5])
+    assert bleu.startswith("-") and wer.startswith("+") and cuts == "30 / 30"
 
 
 def test_compare_averages_the_runs_of_one_setting(tmp_path, capsys):
