@@ -79,6 +79,8 @@ def paired_differences(rows: Sequence[tuple[str, Sequence[dict[str, TaskHyps]]]]
     bootstrap interval over the test cuts every run scored (module docstring)."""
     if len(rows) < 2:
         raise ValueError("a difference needs two rows at the least")
+    if n_resamples < 1:
+        raise ValueError(f"an interval needs at least one resample, got {n_resamples}")
     runs = [run for _, group in rows for run in group]
     rng = np.random.default_rng(seed)
     bleu = _task_samples(runs, "translate", _bleu_stats, _bleu_of, n_resamples, rng)

@@ -81,4 +81,6 @@ def test_load_hyps_keeps_the_scored_tasks_and_names_a_bad_line(tmp_path):
 def test_one_row_is_not_a_comparison():
     with pytest.raises(ValueError, match="two rows"):
         paired_differences([("a", [_run(lambda k: False)])])
+    with pytest.raises(ValueError, match="one resample"):
+        paired_differences([("a", [_run(lambda k: False)])] * 2, n_resamples=0)
     assert np.isfinite(paired_differences([("a", [_run(lambda k: False)])] * 2, n_resamples=5)[0].bleu.high)
