@@ -109,18 +109,20 @@ def word_error_rates(references: list[str], hypotheses: list[str], languages: li
     }
 
 
+def edit_counts(alignment) -> tuple[int, int]:
+    """(errors, reference units) of a jiwer alignment (``process_words`` or ``process_characters``)."""
+    return (alignment.substitutions + alignment.deletions + alignment.insertions,
+            alignment.substitutions + alignment.deletions + alignment.hits)
+
+
 def _counts(language: str, refs: list[str], hyps: list[str], skipped: int) -> dict:
     counts = {"word_errors": 0, "words": 0, "char_errors": 0, "chars": 0}
     if refs:
-        words = jiwer.process_words(refs, hyps)
-        counts["word_errors"] = words.substitutions + words.deletions + words.insertions
-        counts["words"] = words.substitutions + words.deletions + words.hits
+        counts["word_errors"], counts["words"] = edit_counts(jiwer.process_words(refs, hyps))
         if language in NO_SPACE_LANGUAGES:  # the words are already characters
             counts["char_errors"], counts["chars"] = counts["word_errors"], counts["words"]
         else:
-            chars = jiwer.process_characters(refs, hyps)
-            counts["char_errors"] = chars.substitutions + chars.deletions + chars.insertions
-            counts["chars"] = chars.substitutions + chars.deletions + chars.hits
+            counts["char_errors"], counts["chars"] = edit_counts(jiwer.process_characters(refs, hyps))
     unit = "character" if language in NO_SPACE_LANGUAGES else "word"
     return {**_rates(counts), **counts, "utterances": len(refs), "skipped_empty": skipped, "unit": unit}
 

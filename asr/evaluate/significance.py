@@ -13,7 +13,7 @@ only; the seeds' range shows the training's.
             ("weak labels", [load_hyps("runs/b/eval/hyps.jsonl"), load_hyps("runs/c/eval/hyps.jsonl")])]
     print(format_differences(paired_differences(rows), "true labels"))
     # | run | X->English BLEU − true labels | WER, mean over languages − true labels | cuts (translated / transcribed) |
-    # | weak labels | -5.97 (-8.90 to -3.10) | +1.18% (+0.55 to +1.80) | 286 / 1032 |
+    # | weak labels | -5.97 (-7.91 to -4.13) | +1.19% (+0.62 to +1.82) | 286 / 344 |
 
 Figures are recomputed from each run's ``hyps.jsonl`` (written by ``asr-eval``) exactly as
 ``metrics.json`` has them: corpus BLEU (sacrebleu, 13a) of the translated cuts, and the unweighted mean
@@ -32,7 +32,7 @@ import jiwer
 import numpy as np
 from sacrebleu.metrics import BLEU
 
-from asr.evaluate.metrics import scoring_units
+from asr.evaluate.metrics import edit_counts, scoring_units
 
 N_RESAMPLES = 1000
 SEED = 12345
@@ -82,9 +82,10 @@ def paired_differences(rows: Sequence[tuple[str, Sequence[dict[str, TaskHyps]]]]
     if n_resamples < 1:
         raise ValueError(f"an interval needs at least one resample, got {n_resamples}")
     runs = [run for _, group in rows for run in group]
+    translated, transcribed = _common_ids(runs, "translate"), _common_ids(runs, "transcribe")
     rng = np.random.default_rng(seed)
-    bleu = _task_samples(runs, "translate", _bleu_stats, _bleu_of, n_resamples, rng)
-    wer = _task_samples(runs, "transcribe", _wer_stats, _wer_of, n_resamples, rng)
+    bleu = _task_samples(runs, "translate", translated, _bleu_stats, _bleu_of, n_resamples, rng)
+    wer = _task_samples(runs, "transcribe", transcribed, _wer_stats, _wer_of, n_resamples, rng)
     bounds = np.cumsum([0] + [len(group) for _, group in rows])
     differences = []
     for k, (name, _) in enumerate(rows[1:], 1):
@@ -97,8 +98,7 @@ def paired_differences(rows: Sequence[tuple[str, Sequence[dict[str, TaskHyps]]]]
             diff = figure[1] - figure[0]  # row 0 of the samples: the test set as it is
             low, high = np.percentile(diff[1:], [2.5, 97.5])
             intervals.append(Interval(float(diff[0]), float(low), float(high)))
-        differences.append(Difference(name, *intervals, _common_count(runs, "translate"),
-                                      _common_count(runs, "transcribe")))
+        differences.append(Difference(name, *intervals, len(translated), len(transcribed)))
     return differences
 
 
@@ -109,21 +109,17 @@ def _common_ids(runs: Sequence[dict[str, TaskHyps]], task: str) -> list[str]:
     return sorted(ids)
 
 
-def _common_count(runs, task: str) -> int:
-    return len(_common_ids(runs, task))
-
-
-def _task_samples(runs, task: str, stats_of, score_of, n_resamples: int, rng) -> np.ndarray | None:
-    """(1 + n_resamples, n_runs): each run's figure on the test set, then on each resample (the same
-    resampled cuts for every run). None where the runs share no cut of the task."""
-    ids = _common_ids(runs, task)
+def _task_samples(runs, task: str, ids: list[str], stats_of, score_of, n_resamples: int,
+                  rng) -> np.ndarray | None:
+    """(1 + n_resamples, n_runs): each run's figure on the cuts ``ids`` of ``task``, then on each
+    resample of them (the same resampled cuts for every run). None where there are no such cuts."""
     if not ids:
         return None
     languages = np.array([runs[0][task][i][0] for i in ids])
+    groups = [np.flatnonzero(languages == language) for language in sorted(set(languages))]
     draws = [np.arange(len(ids))]
     for _ in range(n_resamples):  # within each language: each keeps its number of cuts
-        draws.append(np.concatenate([rng.choice(np.flatnonzero(languages == language), size=int((languages == language).sum()))
-                                     for language in sorted(set(languages))]))
+        draws.append(np.concatenate([rng.choice(group, size=len(group)) for group in groups]))
     samples = np.empty((len(draws), len(runs)))
     for r, run in enumerate(runs):
         stats = np.array([stats_of(*run[task][i]) for i in ids])
@@ -152,9 +148,7 @@ def _wer_stats(language: str, reference: str, hypothesis: str) -> list[int]:
     reference = scoring_units(language, reference)
     if not reference:
         return [0, 0]
-    words = jiwer.process_words(reference, scoring_units(language, hypothesis))
-    return [words.substitutions + words.deletions + words.insertions,
-            words.substitutions + words.deletions + words.hits]
+    return list(edit_counts(jiwer.process_words(reference, scoring_units(language, hypothesis))))
 
 
 def _wer_of(stats: np.ndarray, languages: np.ndarray) -> float:
