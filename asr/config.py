@@ -288,6 +288,17 @@ class CleanConfig:
     # and 5.2 points on two seeds at the same WER (with pieces of up to 16, BLEU 49.7 against 52.0).
     keep_translations: bool = False
 
+    # Labels mended instead of dropped, where the rules that fired say what is wrong and the rest of the
+    # label is sound (off by default). repair_case: a text all in upper or lower case gets each word's
+    # most common form in the corpus's normally cased texts of its language, a capital first letter and
+    # the language's usual final mark where its texts mostly have them (commas stay lost).
+    # relabel_language: a text identified (lid_min_prob) as another non-English language of the corpus
+    # than its label gets that language as its label, trusting the text over the metadata. Only a cut
+    # that nothing else drops is mended; mended cuts record "repaired_by", and each changed supervision
+    # its "original_text" / "original_language".
+    repair_case: bool = False
+    relabel_language: bool = False
+
     def __post_init__(self):
         if not 0 <= self.min_duration <= self.max_duration:
             raise ValueError(f"need 0 <= min_duration <= max_duration, got {self.min_duration}, {self.max_duration}")

@@ -216,7 +216,8 @@ def clean(cuts: Path, out: Path, rules, tokenizer_path: Path | None = None) -> N
     report = result.report.to_dict()
     print(f"kept {report['kept']['total']}, dropped {report['dropped']['total']}, "
           f"turned into translation pairs {report['translated']['total']}, "
-          f"kept with only their translation {report['translation_only']['total']} -> {out}")
+          f"kept with only their translation {report['translation_only']['total']}, "
+          f"kept with their labels mended {report['repaired']['total']} -> {out}")
     evaluation = result.report.evaluation
     if evaluation:
         print(f"against the recorded truth: precision {format_ratio(evaluation['precision'])}, "
@@ -224,6 +225,10 @@ def clean(cuts: Path, out: Path, rules, tokenizer_path: Path | None = None) -> N
               f"{evaluation['n_cuts']} cuts")
         for kind, figures in sorted(evaluation["recall_by_kind"].items()):
             print(f"  {kind:12s} recall {format_ratio(figures['recall'])} ({figures['dropped']}/{figures['n']})")
+        repaired = evaluation["repaired"]
+        if repaired["n"]:
+            print(f"  mended labels: {repaired['n']}, {repaired['corrupt']} of them wrong before, "
+                  f"{repaired['mended']} now equal to the truth")
     print(f"report: {out / 'report.md'}")
 
 

@@ -55,6 +55,18 @@ language (the rate_outlier bound); an outlier (a label of another clip, translat
 the cut. Audio, empty or too long texts and a language mismatch (the language label itself is in
 doubt) drop the whole cut.
 
+Repairs instead of drops. Some rules say what is wrong with a label whose words are sound: with
+``repair_case`` on, a text that only the case rules drop is recased (each word's most common form in
+the corpus's normally cased texts of its language, words met only at a sentence's start or never in
+lower case, a capital first letter and the usual final mark where the language's texts mostly have
+them); with ``relabel_language`` on, a text that only language_mismatch drops, identified as another
+non-English language of the corpus, gets that language as its label (the text trusted over the
+metadata: a cut whose audio is in yet another language stays wrong, for a trained model to catch).
+A cut that any other rule fires on is dropped as before. A mended cut is kept with
+``custom["repaired_by"]`` (the rules it answers), each changed supervision with ``custom["original_text"]``
+or ``["original_language"]``; the report counts them per language, and against a recorded truth how
+many now equal it (those count as right labels in the figures below).
+
 Language identification. py3langid chooses among the labelled languages found in the input plus
 English (or ``lid_languages`` plus English), which sharpens the choice between them; a text in a
 language outside that set goes to its nearest candidate, so add the languages a corpus may hide to
@@ -121,6 +133,8 @@ RULES = (
     "language_mismatch",
     "duplicate_text",
 )
+# The rules whose drops a repair can answer, and the CleanConfig switch of each.
+REPAIRS = {"upper_case": "repair_case", "lower_case": "repair_case", "language_mismatch": "relabel_language"}
 # The rules that judge only the transcript: a cut they drop may keep its translation (keep_translations).
 TRANSCRIPT_RULES = frozenset(
     {"speaking_rate", "rate_outlier", "upper_case", "lower_case", "no_punctuation", "duplicate_text"}
@@ -263,6 +277,7 @@ class _Context:
     overused_texts: frozenset[str] = frozenset()
     rate_stats: dict[str, tuple[float, float]] = field(default_factory=dict)  # language -> median, MAD
     translation_rate_stats: dict[str, tuple[float, float]] = field(default_factory=dict)  # the same, of translations
+    casing: dict[str, _Casing] = field(default_factory=dict)  # language -> its normally cased texts' habits
 
 
 def _text(cut: Cut) -> str:
@@ -445,6 +460,101 @@ def _as_translation_pair(cut: Cut) -> Cut:
 
 
 # ---------------------------------------------------------------------------------------------------
+# Repairs: (cut, context) -> the cut with its labels mended (module docstring)
+
+
+def _core(word: str) -> str:
+    """``word`` without the punctuation at its ends ("l'uccello" keeps its apostrophe)."""
+    start, end = 0, len(word)
+    while start < end and _is_punctuation(word[start]):
+        start += 1
+    while end > start and _is_punctuation(word[end - 1]):
+        end -= 1
+    return word[start:end]
+
+
+@dataclass
+class _Casing:
+    """How a language's normally cased texts write their words (not counting a text's first word),
+    begin and end."""
+
+    forms: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))  # casefolded -> forms
+    texts: int = 0
+    capitalised: int = 0  # texts whose first cased letter is upper case
+    endings: Counter = field(default_factory=Counter)  # last character when punctuation, else ""
+
+    def add(self, text: str) -> None:
+        words = text.split()
+        if not words:
+            return
+        self.texts += 1
+        first = next((c for c in text if c.isupper() or c.islower()), "")
+        self.capitalised += first.isupper()
+        last = text.rstrip()[-1]
+        self.endings[last if _is_punctuation(last) else ""] += 1
+        for word in words[1:]:
+            core = _core(word)
+            if core:
+                self.forms[core.casefold()][core] += 1
+
+    def recase(self, text: str) -> str:
+        words = []
+        for word in text.split():
+            core = _core(word)
+            forms = self.forms.get(core.casefold())
+            form = forms.most_common(1)[0][0] if forms else core.lower()
+            words.append(word.replace(core, form, 1) if core else word)
+        recased = " ".join(words)
+        if 2 * self.capitalised > self.texts:
+            i = next((i for i, c in enumerate(recased) if c.isupper() or c.islower()), None)
+            if i is not None:
+                recased = recased[:i] + recased[i].upper() + recased[i + 1:]
+        ending, n = self.endings.most_common(1)[0] if self.endings else ("", 0)
+        if ending and 2 * n > self.texts and recased and not _is_punctuation(recased[-1]):
+            recased += ending
+        return recased
+
+
+def _normally_cased(text: str) -> bool:
+    letters = _cased_letters(text, 1)
+    return any(c.isupper() for c in letters) and any(c.islower() for c in letters)
+
+
+def _repairable(cut: Cut, reasons: list[str], ctx: _Context) -> bool:
+    """Whether every rule that fired on ``cut`` has its repair switched on, and the repairs apply."""
+    if not reasons or is_nospeech(cut) or not all(getattr(ctx.config, REPAIRS.get(r, ""), False) for r in reasons):
+        return False
+    if "language_mismatch" in reasons:  # only texts in another of the corpus's languages, none in English
+        verdicts = {_language_verdict(s, ctx) for s in cut.supervisions}
+        if "english" in verdicts:
+            return False
+    # Case is mended where the text lost its punctuation with it, as a normalised transcript does; a
+    # lower case text that keeps its marks is something else (a fragment, a word replaced), and is dropped.
+    return not ({"upper_case", "lower_case"} & set(reasons)) or all(
+        s.language in ctx.casing and _unpunctuated(s.text or "")
+        for s in cut.supervisions if _cased_letters(s.text or "", 1))
+
+
+def _unpunctuated(text: str) -> bool:
+    """Whether no word of ``text`` begins or ends with punctuation ("l'uccello" may keep its apostrophe)."""
+    return all(_core(word) == word for word in text.split())
+
+
+def _repaired(cut: Cut, reasons: list[str], ctx: _Context) -> Cut:
+    supervisions = []
+    for s in cut.supervisions:
+        text, language, custom = s.text or "", s.language, dict(s.custom or {})
+        if "language_mismatch" in reasons and _language_verdict(s, ctx) == "other":
+            language = ctx.identify(text)[0]
+            custom["original_language"] = s.language
+        if {"upper_case", "lower_case"} & set(reasons) and _cased_letters(text, 1) and not _normally_cased(text):
+            text = ctx.casing[s.language].recase(text)
+            custom["original_text"] = s.text
+        supervisions.append(fastcopy(s, text=text, language=language, custom=custom))
+    return fastcopy(cut, supervisions=supervisions, custom={**(cut.custom or {}), "repaired_by": reasons})
+
+
+# ---------------------------------------------------------------------------------------------------
 # The report
 
 
@@ -468,20 +578,23 @@ class CleanReport:
     kept: Counter = field(default_factory=Counter)
     translated: Counter = field(default_factory=Counter)
     translation_only: Counter = field(default_factory=Counter)
+    repaired: Counter = field(default_factory=Counter)  # kept with their labels mended
     dropped_by: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     fired: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     evaluation: dict[str, Any] = field(default_factory=dict)  # evaluate_cleaning's figures, when known
 
-    def count(self, language: str, reasons: list[str], translated: bool, translation_only: bool = False) -> None:
+    def count(self, language: str, reasons: list[str], translated: bool, translation_only: bool = False,
+              repaired: bool = False) -> None:
         self.cuts[language] += 1
         for reason in reasons:
             self.fired[reason][language] += 1
-        if reasons:
+        if reasons and not repaired:
             self.dropped_by[reasons[0]][language] += 1
-        if translation_only or not reasons:
+        if translation_only or repaired or not reasons:
             self.kept[language] += 1
             self.translated[language] += translated
             self.translation_only[language] += translation_only
+            self.repaired[language] += repaired
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe; each count map has its languages and a "total"."""
@@ -493,6 +606,7 @@ class CleanReport:
             "dropped": _with_total(dropped),
             "translated": _with_total(+self.translated),
             "translation_only": _with_total(+self.translation_only),
+            "repaired": _with_total(+self.repaired),
             "dropped_by": {rule: _with_total(self.dropped_by[rule]) for rule in self.rules},
             "fired": {rule: _with_total(self.fired[rule]) for rule in self.rules},
             "evaluation": self.evaluation,
@@ -507,16 +621,18 @@ class CleanReport:
             "# Cleaning report",
             "",
             f"{total} cuts in: {report['kept']['total']} kept ({report['translated']['total']} of them as "
-            f"X->English translation pairs, {report['translation_only']['total']} with only their translation), "
+            f"X->English translation pairs, {report['translation_only']['total']} with only their translation, "
+            f"{report['repaired']['total']} with their labels mended), "
             f"{report['dropped']['total']} dropped.",
             "",
             "## Transcripts dropped, by the first rule that fired",
             "",
-            "A cut kept with only its translation counts under its rule and as kept, not as dropped.",
+            "A cut kept with only its translation counts under its rule and as kept, not as dropped; a cut",
+            "kept with its labels mended counts as kept and repaired, under every rule that fired below.",
             "",
             *_table(languages, {**report["dropped_by"], "**dropped**": report["dropped"], "kept": report["kept"],
                                 "translated": report["translated"], "translation only": report["translation_only"],
-                                "in": report["cuts"]}),
+                                "repaired": report["repaired"], "in": report["cuts"]}),
             "",
             "## Every rule that fired (a cut counts under each)",
             "",
@@ -556,6 +672,7 @@ def _evaluation_markdown(evaluation: dict[str, Any]) -> list[str]:
         f"Precision {_percent(evaluation['precision'])}, recall {_percent(evaluation['recall'])}; "
         f"{evaluation['translated']['corrupt']} of {evaluation['translated']['n']} translation pairs corrupt.",
         _translation_only_line(evaluation["translation_only"]),
+        _repaired_line(evaluation["repaired"]),
         "",
         "| corruption | cuts | dropped | recall |",
         "|---|---:|---:|---:|",
@@ -572,6 +689,13 @@ def _translation_only_line(figures: dict[str, Any]) -> str:
     kinds = ", ".join(f"{kind} {n}" for kind, n in figures["kinds"].items())
     return (f"{figures['n']} cuts kept with only their translation (counted above as dropped), "
             f"{figures['corrupt']} of them with a wrong transcript" + (f" ({kinds})." if kinds else "."))
+
+
+def _repaired_line(figures: dict[str, Any]) -> str:
+    kinds = ", ".join(f"{kind} {n}" for kind, n in figures["kinds"].items())
+    return (f"{figures['n']} cuts kept with their labels mended (counted above as right where now equal to the "
+            f"truth), {figures['corrupt']} of them wrong before, {figures['mended']} of those now equal to the truth"
+            + (f" ({kinds})." if kinds else "."))
 
 
 @dataclass
@@ -603,15 +727,19 @@ class _Survey:
     overused_texts: frozenset[str]  # normalised texts on too many recordings
     rate_stats: dict[str, tuple[float, float]]  # language -> median and MAD of log(characters per second)
     translation_rate_stats: dict[str, tuple[float, float]]  # the same for the translations, by labelled language
+    casing: dict[str, _Casing] = field(default_factory=dict)  # language -> its normally cased texts' habits
 
 
 def _survey(cuts: Iterable[Cut], config: CleanConfig) -> _Survey:
     """First pass over the corpus, for the rules that judge a cut against the others."""
     languages, recordings_by_text = set(), defaultdict(set)
     log_rates, translation_log_rates = defaultdict(list), defaultdict(list)
+    casing = defaultdict(_Casing)
     for cut in cuts:
         for sup in cut.supervisions:
             languages.add(sup.language)
+            if config.repair_case and _normally_cased(sup.text or ""):
+                casing[sup.language].add(sup.text)
             key = normalise_text(sup.text or "")
             if not is_nospeech(cut) and len(key) >= config.duplicate_min_chars:
                 recordings_by_text[key].add(_audio_id(cut))
@@ -621,20 +749,21 @@ def _survey(cuts: Iterable[Cut], config: CleanConfig) -> _Survey:
                 translation_log_rates[sup.language].append(_log_rate(sup, _translation_of(sup)))
     overused = frozenset(k for k, ids in recordings_by_text.items() if len(ids) > config.duplicate_max_copies)
     return _Survey(languages - {None}, overused, _rate_statistics(log_rates, config.rate_outlier_min_count),
-                   _rate_statistics(translation_log_rates, config.rate_outlier_min_count))
+                   _rate_statistics(translation_log_rates, config.rate_outlier_min_count), dict(casing))
 
 
 def _context(cuts: Iterable[Cut], config: CleanConfig, tokenizer: TextEncoder | None) -> _Context:
     languages = set(config.lid_languages)
     survey = _Survey(set(), frozenset(), {}, {})
-    if (config.check_duplicates or config.check_rate_outliers or config.keep_translations
+    if (config.check_duplicates or config.check_rate_outliers or config.keep_translations or config.repair_case
             or (config.check_language and not config.lid_languages)):
         survey = _survey(cuts, config)
         languages = languages or survey.languages
     identify = LanguageID(languages | {"en"}) if config.check_language else None
     return _Context(config, tokenizer, identify,
                     survey.overused_texts if config.check_duplicates else frozenset(),
-                    survey.rate_stats if config.check_rate_outliers else {}, survey.translation_rate_stats)
+                    survey.rate_stats if config.check_rate_outliers else {}, survey.translation_rate_stats,
+                    survey.casing)
 
 
 def _reasons(cut: Cut, rules: list[tuple], ctx: _Context) -> list[str]:
@@ -663,9 +792,12 @@ def clean_cuts(
     for cut in tqdm(cuts, desc="cleaning", disable=not progress):
         reasons = _reasons(cut, rules, ctx)
         translated = not reasons and _is_translation_pair(cut, ctx)
-        translation_only = bool(reasons) and _keeps_translation(cut, reasons, ctx)
-        report.count(_language(cut), reasons, translated, translation_only)
-        if translation_only:
+        repaired = _repairable(cut, reasons, ctx)
+        translation_only = bool(reasons) and not repaired and _keeps_translation(cut, reasons, ctx)
+        report.count(_language(cut), reasons, translated, translation_only, repaired)
+        if repaired:
+            kept.append(_repaired(cut, reasons, ctx))
+        elif translation_only:
             kept.append(_as_translation_only(cut, reasons))
         elif reasons:
             custom = {**(cut.custom or {}), "dropped_by": reasons[0], "dropped_reasons": reasons}
@@ -681,12 +813,21 @@ def clean_cuts(
 # Measuring the rules against a recorded truth
 
 
-def _corruptions(cut: Cut) -> set[str] | None:
-    """The kinds of corruption of a cut's labels: empty when clean, None when no truth is recorded."""
-    recorded = [s.custom for s in cut.supervisions if s.custom and "corruption" in s.custom]
+def _corruptions(cut: Cut, mended_count: bool = True) -> set[str] | None:
+    """The kinds of corruption of a cut's labels: empty when clean, None when no truth is recorded.
+    A supervision that a repair made equal to its recorded truth counts as clean (unless not ``mended_count``)."""
+    recorded = [s for s in cut.supervisions if s.custom and "corruption" in s.custom]
     if not recorded:
         return None
-    return {c["corruption"] for c in recorded if c["corruption"] is not None}
+    return {s.custom["corruption"] for s in recorded
+            if s.custom["corruption"] is not None and not (mended_count and _mended(s))}
+
+
+def _mended(sup: SupervisionSegment) -> bool:
+    """Whether a repair changed ``sup`` and its text and language now equal the recorded truth."""
+    custom = sup.custom or {}
+    return (("original_text" in custom or "original_language" in custom)
+            and sup.text == custom.get("true_text", sup.text) and sup.language == custom.get("true_language", sup.language))
 
 
 def _ratio(numerator: int, denominator: int) -> float | None:
@@ -725,6 +866,8 @@ def evaluate_cleaning(kept: Iterable[Cut], dropped: Iterable[Cut]) -> dict[str, 
         by_rule         {rule: {dropped, corrupt, precision, kinds: {kind: n}}}   by "dropped_by"
         translated      {n, corrupt}                          kept cuts turned into translation pairs
         translation_only {n, corrupt, kinds: {kind: n}}       cuts kept with only their translation
+        repaired        {n, corrupt, mended, kinds: {kind: n}}  cuts kept with mended labels: wrong before,
+                                                              now equal to the truth (then counted as right)
 
     A cut kept with only its translation counts as dropped: its transcript is.
     """
@@ -732,10 +875,15 @@ def evaluate_cleaning(kept: Iterable[Cut], dropped: Iterable[Cut]) -> dict[str, 
     kinds_by_rule = defaultdict(Counter)
     n_cuts = n_corrupt = n_dropped = true_positives = translated = translated_corrupt = 0
     translation_only, translation_only_kinds = Counter(), Counter()
+    repaired, repaired_kinds = Counter(), Counter()
     for cut, is_dropped in [*((c, False) for c in kept), *((c, True) for c in dropped)]:
         kinds = _corruptions(cut)
         if kinds is None:
             continue
+        if (cut.custom or {}).get("repaired_by"):
+            before = _corruptions(cut, mended_count=False)
+            repaired.update(n=1, corrupt=int(bool(before)), mended=int(bool(before) and not kinds))
+            repaired_kinds.update(before)
         rule = (cut.custom or {}).get("dropped_by" if is_dropped else "transcript_dropped_by")
         if rule and not is_dropped:
             translation_only.update(n=1, corrupt=int(bool(kinds)))
@@ -781,5 +929,11 @@ def evaluate_cleaning(kept: Iterable[Cut], dropped: Iterable[Cut]) -> dict[str, 
             "n": translation_only["n"],
             "corrupt": translation_only["corrupt"],
             "kinds": dict(sorted(translation_only_kinds.items())),
+        },
+        "repaired": {
+            "n": repaired["n"],
+            "corrupt": repaired["corrupt"],
+            "mended": repaired["mended"],
+            "kinds": dict(sorted(repaired_kinds.items())),
         },
     }

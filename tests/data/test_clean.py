@@ -548,8 +548,8 @@ def test_write_outputs(tmp_path):
     assert json.loads((out / "report.json").read_text()) == result.report.to_dict()
     markdown = (out / "report.md").read_text()
     assert "| upper_case | 0 | 0 | 1 | 0 | 0 | 1 |" in markdown  # languages -, de, en, fr, zh, then the total
-    assert "12 cuts in: 7 kept (1 of them as X->English translation pairs, 0 with only their translation), " \
-           "5 dropped." in markdown
+    assert "12 cuts in: 7 kept (1 of them as X->English translation pairs, 0 with only their translation, " \
+           "0 with their labels mended), 5 dropped." in markdown
 
 
 def test_nospeech_cuts_only_face_the_audio_rules():
@@ -630,3 +630,85 @@ def test_clean_cuts_reports_the_evaluation_when_truth_is_recorded():
     markdown = result.report.to_markdown()
     assert "Precision 100.0%, recall 50.0%" in markdown
     assert "| substitute_words | 1 | 0 | 0.0% |" in markdown
+
+
+# ------------------------------------------------------------------------------------------------ repairs
+
+# Normally cased German and French texts: the corpus the recasing learns its word forms from.
+CASED = {
+    "de": ["Der Hund sieht die Katze im Garten.", "Heute sucht die Mutter den Hund.",
+           "Die Katze schläft im Garten.", "Oft ruft der Vater die Katze."],
+    "fr": ["Le chien voit le chat dans le jardin.", "Aujourd'hui, la mère cherche le chien.",
+           "Le chat dort dans le jardin.", "Souvent, le père appelle le chat."],
+}
+
+
+def _cased_corpus() -> list:
+    return [speech(f"{language}-{i}", text, language) for language, texts in CASED.items()
+            for i, text in enumerate(texts)]
+
+
+def test_repair_case_recases_a_stripped_text_from_the_corpus_forms():
+    stripped = {"lower-de": ("heute sieht der vater die katze im garten", "de",
+                             "Heute sieht der Vater die Katze im Garten."),
+                "upper-fr": ("LE PÈRE VOIT LE CHAT DANS LE JARDIN", "fr", "Le père voit le chat dans le jardin.")}
+    cuts = _cased_corpus() + [speech(cut_id, text, language) for cut_id, (text, language, _) in stripped.items()]
+    config = CleanConfig(check_language=False, check_rate_outliers=False, check_speaking_rate=False)
+    _, kept, dropped = clean(cuts, config)
+    assert dropped == {"lower-de": "lower_case", "upper-fr": "upper_case"}  # off by default
+
+    result, kept, dropped = clean(cuts, dataclasses.replace(config, repair_case=True))
+    assert not dropped and kept == {c.id for c in cuts}
+    mended = {c.id: c for c in result.kept if c.custom and "repaired_by" in c.custom}
+    assert set(mended) == set(stripped)
+    for cut_id, (text, _, expected) in stripped.items():
+        sup = mended[cut_id].supervisions[0]
+        # "Vater" and "père" never occur in the corpus: lower case; the rest takes the corpus's forms.
+        assert sup.text == expected
+        assert sup.custom["original_text"] == text
+    assert mended["lower-de"].custom["repaired_by"] == ["lower_case"]
+    assert result.report.to_dict()["repaired"] == {"de": 1, "fr": 1, "total": 2}
+    assert "2 with their labels mended" in result.report.to_markdown()
+
+
+def test_repair_case_leaves_a_lower_case_text_with_punctuation_and_one_that_other_rules_drop():
+    cuts = _cased_corpus() + [
+        speech("punctuated", "gato sieht die katze im garten.", "de"),  # a word replaced, not a case stripped
+        speech("too-fast", "die katze sieht den hund im garten", "de", duration=0.3),
+    ]
+    config = CleanConfig(check_language=False, check_rate_outliers=False, repair_case=True)
+    _, _, dropped = clean(cuts, config)
+    assert dropped == {"punctuated": "lower_case", "too-fast": "speaking_rate"}
+
+
+def test_relabel_language_trusts_the_text_but_not_english_on_foreign_audio():
+    italian, english = SENTENCES["it"][0], SENTENCES["en"][0]
+    cuts = [speech(f"{language}-{i}", text, language) for language in ("es", "it", "en")
+            for i, text in enumerate(SENTENCES[language])]
+    cuts += [speech("it-as-es", italian, "es"), speech("en-as-es", english, "es")]
+    result, kept, dropped = clean(cuts, only("language_mismatch", relabel_language=True))
+    assert not dropped
+    relabelled = next(c for c in result.kept if c.id == "it-as-es")
+    assert relabelled.supervisions[0].language == "it"
+    assert relabelled.supervisions[0].custom["original_language"] == "es"
+    assert relabelled.custom["repaired_by"] == ["language_mismatch"]
+    pair = next(c for c in result.kept if c.id == "en-as-es")  # a translation pair, as without the repair
+    assert pair.custom["task"] == "translate" and pair.supervisions[0].language == "es"
+    _, _, dropped = clean(cuts, only("language_mismatch"))
+    assert dropped == {"it-as-es": "language_mismatch"}
+
+
+def test_evaluation_counts_a_mended_label_as_right_only_when_it_equals_the_truth():
+    truth = "Der Hund sieht die Katze im Garten."
+    cuts = _cased_corpus() + [
+        cut_with("mended", 3.0, [(0, 3, "der hund sieht die katze im garten", "de",
+                                  {"corruption": "case_punct", "true_text": truth, "true_language": "de"})]),
+        cut_with("comma-lost", 3.0, [(0, 3, "heute sucht die mutter den hund", "de",
+                                      {"corruption": "case_punct", "true_text": "Heute, sucht die Mutter den Hund.",
+                                       "true_language": "de"})]),
+    ]
+    config = CleanConfig(check_language=False, check_rate_outliers=False, repair_case=True)
+    evaluation = clean_cuts(CutSet.from_cuts(cuts), config).report.evaluation
+    assert evaluation["repaired"] == {"n": 2, "corrupt": 2, "mended": 1, "kinds": {"case_punct": 2}}
+    assert evaluation["n_corrupt"] == 1  # the comma-lost one stays wrong, kept
+    assert evaluation["recall"] == 0.0
