@@ -686,16 +686,20 @@ def _evaluation_markdown(evaluation: dict[str, Any]) -> list[str]:
 
 
 def _translation_only_line(figures: dict[str, Any]) -> str:
-    kinds = ", ".join(f"{kind} {n}" for kind, n in figures["kinds"].items())
     return (f"{figures['n']} cuts kept with only their translation (counted above as dropped), "
-            f"{figures['corrupt']} of them with a wrong transcript" + (f" ({kinds})." if kinds else "."))
+            f"{figures['corrupt']} of them with a wrong transcript" + _kinds_end(figures["kinds"]))
 
 
 def _repaired_line(figures: dict[str, Any]) -> str:
-    kinds = ", ".join(f"{kind} {n}" for kind, n in figures["kinds"].items())
     return (f"{figures['n']} cuts kept with their labels mended (counted above as right where now equal to the "
             f"truth), {figures['corrupt']} of them wrong before, {figures['mended']} of those now equal to the truth"
-            + (f" ({kinds})." if kinds else "."))
+            + _kinds_end(figures["kinds"]))
+
+
+def _kinds_end(kinds: dict[str, int]) -> str:
+    """A report line's end: " (kind n, kind n)." or "." when there are none."""
+    listed = ", ".join(f"{kind} {n}" for kind, n in kinds.items())
+    return f" ({listed})." if listed else "."
 
 
 @dataclass
@@ -813,14 +817,14 @@ def clean_cuts(
 # Measuring the rules against a recorded truth
 
 
-def _corruptions(cut: Cut, mended_count: bool = True) -> set[str] | None:
+def _corruptions(cut: Cut, before_repair: bool = False) -> set[str] | None:
     """The kinds of corruption of a cut's labels: empty when clean, None when no truth is recorded.
-    A supervision that a repair made equal to its recorded truth counts as clean (unless not ``mended_count``)."""
+    A supervision that a repair made equal to its recorded truth counts as clean, unless ``before_repair``."""
     recorded = [s for s in cut.supervisions if s.custom and "corruption" in s.custom]
     if not recorded:
         return None
     return {s.custom["corruption"] for s in recorded
-            if s.custom["corruption"] is not None and not (mended_count and _mended(s))}
+            if s.custom["corruption"] is not None and (before_repair or not _mended(s))}
 
 
 def _mended(sup: SupervisionSegment) -> bool:
@@ -881,7 +885,7 @@ def evaluate_cleaning(kept: Iterable[Cut], dropped: Iterable[Cut]) -> dict[str, 
         if kinds is None:
             continue
         if (cut.custom or {}).get("repaired_by"):
-            before = _corruptions(cut, mended_count=False)
+            before = _corruptions(cut, before_repair=True)
             repaired.update(n=1, corrupt=int(bool(before)), mended=int(bool(before) and not kinds))
             repaired_kinds.update(before)
         rule = (cut.custom or {}).get("dropped_by" if is_dropped else "transcript_dropped_by")

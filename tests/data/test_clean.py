@@ -685,9 +685,10 @@ def test_relabel_language_trusts_the_text_but_not_english_on_foreign_audio():
     italian, english = SENTENCES["it"][0], SENTENCES["en"][0]
     cuts = [speech(f"{language}-{i}", text, language) for language in ("es", "it", "en")
             for i, text in enumerate(SENTENCES[language])]
-    cuts += [speech("it-as-es", italian, "es"), speech("en-as-es", english, "es")]
+    cuts += [speech("it-as-es", italian, "es"), speech("en-as-es", english, "es"),
+             cut_with("es-and-en", 6.0, [(0, 3, SENTENCES["es"][0], "es"), (3, 3, english, "es")])]
     result, kept, dropped = clean(cuts, only("language_mismatch", relabel_language=True))
-    assert not dropped
+    assert dropped == {"es-and-en": "language_mismatch"}  # English beside the labelled language: no repair
     relabelled = next(c for c in result.kept if c.id == "it-as-es")
     assert relabelled.supervisions[0].language == "it"
     assert relabelled.supervisions[0].custom["original_language"] == "es"
@@ -695,7 +696,7 @@ def test_relabel_language_trusts_the_text_but_not_english_on_foreign_audio():
     pair = next(c for c in result.kept if c.id == "en-as-es")  # a translation pair, as without the repair
     assert pair.custom["task"] == "translate" and pair.supervisions[0].language == "es"
     _, _, dropped = clean(cuts, only("language_mismatch"))
-    assert dropped == {"it-as-es": "language_mismatch"}
+    assert dropped == {"it-as-es": "language_mismatch", "es-and-en": "language_mismatch"}
 
 
 def test_evaluation_counts_a_mended_label_as_right_only_when_it_equals_the_truth():
