@@ -27,6 +27,11 @@ import yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 MODEL_PRESET_DIR = CONFIG_DIR / "model"
+# The cleaning rules that judge only the transcript (asr.data.clean): a cut they drop may keep its
+# translation (clean.keep_translations), and their drops can be left to the model (clean.defer_rules).
+TRANSCRIPT_RULES = frozenset(
+    {"speaking_rate", "rate_outlier", "upper_case", "lower_case", "no_punctuation", "duplicate_text"}
+)
 TRUNCATE_MIN_HISTORY = 50  # loss truncation: scores of a language seen before any of its cuts is judged
 
 
@@ -165,6 +170,14 @@ class OptimConfig:
     # whose transcript is left out keeps its translation terms unless its translation is an outlier too
     # (asr.loss); false: a cut whose transcript is left out takes no loss in any term.
     truncate_translations: bool = True
+    # The bound for the cuts the cleaning deferred to the model (clean.defer_rules: custom["suspect_by"]),
+    # in scaled MADs above the median of the other cuts' scores: from truncate_from_step on, their
+    # transcript takes loss only below this bound. Lower than truncate_mads, since a rule already speaks
+    # against them; their own scores stay out of the median and MAD.
+    truncate_suspect_mads: float = 3.0
+    # Whether a suspect's transcript takes no loss before truncate_from_step (while the model cannot judge
+    # it yet); false: it trains as any other until then.
+    truncate_hold_suspects: bool = True
 
     def __post_init__(self):
         if not 0.0 <= self.ctc_weight <= 1.0:
@@ -299,6 +312,15 @@ class CleanConfig:
     repair_case: bool = False
     relabel_language: bool = False
 
+    # Rules whose drops are left to the model: a cut that only these rules fire on is kept and marked
+    # custom["suspect_by"] / ["suspect_reasons"], and loss truncation decides (optim.truncate_suspect_mads):
+    # from optim.truncate_from_step on, its transcript takes loss only while the CTC head finds it no worse
+    # than that bound (before, optim.truncate_hold_suspects). For the rules whose errors the CTC head can hear (a transcript with words
+    # missing, added or swapped, or of another clip: speaking_rate, rate_outlier, duplicate_text), not for
+    # those it cannot (case, punctuation, the language label). Only the transcript's rules can be deferred;
+    # a cut whose recorded translation is a rate outlier is dropped as with keep_translations.
+    defer_rules: tuple[str, ...] = ()
+
     def __post_init__(self):
         if not 0 <= self.min_duration <= self.max_duration:
             raise ValueError(f"need 0 <= min_duration <= max_duration, got {self.min_duration}, {self.max_duration}")
@@ -307,6 +329,9 @@ class CleanConfig:
         if self.duplicate_max_copies < 1:
             raise ValueError(f"duplicate_max_copies must be at least 1, got {self.duplicate_max_copies}")
         self.rate_bounds("*")  # parses chars_per_second, so that a bad entry fails here
+        if unknown := sorted(set(self.defer_rules) - TRANSCRIPT_RULES):
+            raise ValueError(f"defer_rules can only hold rules that judge the transcript alone "
+                             f"({', '.join(sorted(TRANSCRIPT_RULES))}), not {', '.join(unknown)}")
 
     def rate_bounds(self, language: str | None) -> tuple[float, float]:
         """(min, max) characters per second for ``language``, from ``chars_per_second``."""

@@ -347,6 +347,12 @@ def truncation_line(report: dict) -> str:
     if report.get("precision") is not None or report.get("recall") is not None:
         line += (f"; against the recorded corruption: precision {format_ratio(report.get('precision'))}, "
                  f"recall {format_ratio(report.get('recall'))} of {report['n_corrupt']} wrong labels")
+    suspects = report.get("suspects")
+    if suspects:
+        line += f"; of the {suspects['n']} left by cleaning to the model, {suspects['left_out']}"
+        if suspects.get("n_corrupt") is not None:
+            line += (f" (precision {format_ratio(suspects.get('precision'))}, recall "
+                     f"{format_ratio(suspects.get('recall'))} of their {suspects['n_corrupt']} wrong labels)")
     translations = report.get("translations")
     if translations:
         line += f"; the translations of {translations['cuts']} ({translations['truncations']} times)"

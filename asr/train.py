@@ -195,7 +195,8 @@ def setup(config: Config) -> Run:
     if config.optim.truncate_from_step > 0:
         run.truncation = LossTruncation(config.optim.truncate_from_step, config.optim.truncate_mads,
                                         config.optim.truncate_history, run.truncation_dir, rank,
-                                        config.optim.truncate_sticky)
+                                        config.optim.truncate_sticky, config.optim.truncate_suspect_mads,
+                                        config.optim.truncate_hold_suspects)
     signal.signal(signal.SIGTERM, lambda *_: setattr(run, "stop_requested", True))
     signal.signal(signal.SIGINT, functools.partial(_interrupted, run))
     return run
@@ -416,6 +417,11 @@ def _train_on(run: Run, batch: dict, window: "_Window") -> bool:
     if not _agree(bool(batch["cut_ids"]), run.device, all):
         counters.empty_batches += 1
         return False
+    if run.truncation is None and any(batch["suspects"]):
+        cut_id = batch["cut_ids"][batch["suspects"].index(True)]
+        raise TrainingError(f"cut {cut_id} of data.train was left by cleaning for loss truncation to judge "
+                            f"(custom['suspect_by'], clean.defer_rules), but loss truncation is off: set "
+                            f"optim.truncate_from_step above 0, or clean without clean.defer_rules")
     device = run.device
     try:
         output = run.engine(batch["mel"].to(device), batch["tokens"].to(device), batch["n_frames"].to(device))
@@ -744,13 +750,13 @@ def finish(run: Run, seconds: float) -> dict:
         "best": run.state.best, "final_metrics": metrics, "checkpoint": str(run.checkpoint_dir),
     }
     if run.truncation is not None:
-        judged = torch.tensor(run.truncation.judged, dtype=torch.float64, device=run.device)
+        counts = torch.tensor([run.truncation.judged, run.truncation.held], dtype=torch.float64, device=run.device)
         if dist.get_world_size() > 1:
-            dist.all_reduce(judged)  # and so every rank's log is written
-        judged = int(judged)
+            dist.all_reduce(counts)  # and so every rank's log is written
+        judged, held = map(int, counts.tolist())
         if run.is_main:
-            summary["truncation"] = {"judged": judged, **truncation_report(read_truncated(run.truncation_dir),
-                                                                           run.train_cuts)}
+            summary["truncation"] = {"judged": judged, **({"suspects_held": held} if held else {}),
+                                     **truncation_report(read_truncated(run.truncation_dir), run.train_cuts)}
     if run.is_main:
         (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         print(json.dumps(summary, indent=2), flush=True)

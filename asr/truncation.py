@@ -30,6 +30,13 @@ terms (the attention term when X->English is the task drawn, the translation CTC
 translation is an outlier too: as ``clean.keep_translations`` does for the transcripts the cleaning
 rules drop. English speech, whose translation target is its transcript, goes with its transcript.
 
+Cuts the cleaning left for the model to judge (``clean.defer_rules``: a rule spoke against their
+transcript, but one the CTC head can check) are suspects: their transcript takes no loss before
+``optim.truncate_from_step`` while the model cannot judge them yet (``optim.truncate_hold_suspects``;
+off, they train as any other until then), and afterwards only below a bound of
+``optim.truncate_suspect_mads`` (lower than the others') over the scores of the other cuts: their own
+scores, mostly of wrong labels, stay out of the median and MAD. Only the transcript is a suspect: the translation is judged as any other.
+
 Every cut left out is written, with its step, score and bound, to ``truncated/rank-<r>.jsonl`` in the
 run folder, and counted in the logs and the run summary; where the manifest records the truth of its
 labels (the demo corpus), the summary gives the precision and recall of the cuts left out at least
@@ -66,14 +73,19 @@ class LossTruncation:
     history : scores kept per language
     log_dir : where ``rank-<rank>.jsonl`` is written; None writes nothing
     sticky : a cut left out once (by its id without lhotse's speed affix) stays out
+    suspect_mads : the bound for the transcripts of suspect cuts (the batch's ``suspects``); None: ``mads``
+    hold_suspects : a suspect's transcript takes no loss before ``from_step`` (false: it does, as any other)
     """
 
     def __init__(self, from_step: int, mads: float, history: int, log_dir: Path | None = None, rank: int = 0,
-                 sticky: bool = False):
+                 sticky: bool = False, suspect_mads: float | None = None, hold_suspects: bool = True):
         if mads <= 0 or history < MIN_HISTORY:
             raise ValueError(f"loss truncation needs mads > 0 and history >= {MIN_HISTORY}, got {mads}, {history}")
         self.from_step = from_step
         self.mads = mads
+        self.suspect_mads = mads if suspect_mads is None else suspect_mads
+        self.hold_suspects = hold_suspects
+        self.held = 0  # suspect transcripts given no loss before they could be judged
         self.histories: dict[str, deque] = {}
         self.history = history
         self.log_path = None if log_dir is None else Path(log_dir) / f"rank-{rank}.jsonl"
@@ -83,14 +95,15 @@ class LossTruncation:
         # (a translation's id prefixed "translation:")
         self.new_out: list[str] = []  # sticky: the ones left out since the last ``take_new_out``
 
-    def bound(self, language: str) -> float | None:
-        """The score above which a cut of ``language`` is left out; None while too few are known."""
+    def bound(self, language: str, mads: float | None = None) -> float | None:
+        """The score above which a cut of ``language`` is left out (``mads``: another bound than the
+        usual, a suspect's); None while too few are known."""
         scores = self.histories.get(language)
         if scores is None or len(scores) < MIN_HISTORY:
             return None
         values = np.fromiter(scores, dtype=np.float64)
         median = float(np.median(values))
-        return median + self.mads * MAD_SCALE * float(np.median(np.abs(values - median)))
+        return median + (self.mads if mads is None else mads) * MAD_SCALE * float(np.median(np.abs(values - median)))
 
     def __call__(self, per_token: Tensor, batch: dict, step: int, label: str = TRANSCRIPT) -> Tensor:
         """The keep mask (B,) of a batch, given each cut's CTC loss per target token (B,) against its
@@ -101,29 +114,39 @@ class LossTruncation:
         keep = torch.ones(per_token.shape[0], dtype=torch.bool)
         valid = batch[f"{prefix}_valid"].tolist()
         lengths = batch[f"{prefix}_lengths"].tolist()
+        suspects = batch.get("suspects") if label == TRANSCRIPT else None
         records = []
         for i, loss in enumerate(per_token.detach().float().cpu().tolist()):
             language = batch["languages"][i]
+            suspect = bool(suspects and suspects[i])
             if not valid[i] or lengths[i] == 0 or language is None or not math.isfinite(loss):
+                keep[i] = not (suspect and valid[i] and self.hold_suspects)  # unjudged: held, as below
                 continue
             score = math.log(loss + EPS)
             cut_id = batch["cut_ids"][i]
             base = key + SPEED_AFFIX.sub("", cut_id)
             language = key + language  # each label's scores on their own scale
             earlier = self.sticky and base in self.out
-            bound = self.bound(language) if step >= self.from_step and not earlier else None
+            bound = (self.bound(language, self.suspect_mads if suspect else None)
+                     if step >= self.from_step and not earlier else None)
+            if suspect and bound is None and not earlier:
+                if self.hold_suspects:  # no loss before it can be judged
+                    keep[i] = False
+                    self.held += 1
+                continue
             if earlier or bound is not None:
                 self.judged += 1
                 if earlier or score > bound:
                     keep[i] = False
                     record = {"step": step, "cut": cut_id, "language": batch["languages"][i],
                               "score": round(score, 4), "bound": None if bound is None else round(bound, 4),
-                              **({"label": label} if key else {})}
+                              **({"label": label} if key else {}), **({"suspect": True} if suspect else {})}
                     records.append({**record, "earlier": True} if earlier else record)
                     if self.sticky and not earlier:
                         self.out.add(base)
                         self.new_out.append(base)
-            self.histories.setdefault(language, deque(maxlen=self.history)).append(score)
+            if not suspect:
+                self.histories.setdefault(language, deque(maxlen=self.history)).append(score)
         if records and self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.log_path, "a") as f:
@@ -144,13 +167,14 @@ class LossTruncation:
 
     def state(self) -> dict:
         return {"histories": {k: list(v) for k, v in self.histories.items()},
-                "judged": self.judged, "out": sorted(self.out)}
+                "judged": self.judged, "held": self.held, "out": sorted(self.out)}
 
     def load_state(self, state: dict | None, step: int) -> None:
         """Continue from a checkpoint's ``state()`` at ``step`` (None: from the start)."""
         state = state or {"histories": {}, "judged": 0}
         self.histories = {k: deque(v, maxlen=self.history) for k, v in state["histories"].items()}
         self.judged = state["judged"]
+        self.held = state.get("held", 0)
         self.out, self.new_out = set(state.get("out", ())), []
         if self.log_path is not None and self.log_path.exists():
             lines = [line for line in self.log_path.read_text().splitlines() if json.loads(line)["step"] < step]
@@ -170,7 +194,7 @@ def truncation_report(records: list[dict], cuts: Iterable) -> dict:
     figures. Translations left out, where any were, under ``translations``: their counts and, where the
     truth is recorded, the corruption kinds of those cuts' labels ("none" for right ones; in the demo
     corpus only ``other_clip`` carries a wrong translation)."""
-    from asr.data import is_translation_only
+    from asr.data import is_suspect, is_translation_only
     from asr.data.clean import _corruptions, evaluate_left_out
 
     cuts = list(cuts)
@@ -178,6 +202,10 @@ def truncation_report(records: list[dict], cuts: Iterable) -> dict:
     judged = (cut for cut in cuts if not is_translation_only(cut))
     report = {"truncations": sum(transcripts.values()), "cuts": len(transcripts),
               **evaluate_left_out(judged, transcripts, "loss_truncation")}
+    suspects = [cut for cut in cuts if is_suspect(cut)]
+    if suspects:
+        report["suspects"] = {"n": len(suspects), "left_out": sum(cut.id in transcripts for cut in suspects),
+                              **evaluate_left_out(suspects, transcripts, "loss_truncation")}
     translations = _times(r for r in records if r.get("label") == TRANSLATION)
     if translations:
         kinds = Counter()

@@ -177,6 +177,9 @@ def test_truncation_line_gives_the_figures_against_the_truth_where_known():
     report["translations"] = {"truncations": 3, "cuts": 2, "kinds": {"none": 1, "other_clip": 1}}
     assert truncation_line(report).endswith("wrong labels; the translations of 2 (3 times), their labels' "
                                             "recorded corruption: none 1, other_clip 1")
+    report["suspects"] = {"n": 30, "left_out": 20, "n_corrupt": 25, "precision": 0.95, "recall": 0.76}
+    assert "wrong labels; of the 30 left by cleaning to the model, 20 (precision 0.950, recall 0.760 of their 25 " \
+           "wrong labels); the translations of 2" in truncation_line(report)
 
 
 def test_a_stopped_or_short_run_is_trained_again_and_not_evaluated(tmp_path, capsys):

@@ -15,6 +15,7 @@ import soundfile as sf
 import torch
 import yaml
 from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
+from lhotse.utils import fastcopy
 
 from asr.checkpoint import export, load, read_tag
 from asr.config import load_config
@@ -230,6 +231,21 @@ def test_a_time_budget_shortens_the_schedule_and_a_second_launch_finds_it_done(c
            "train.save_every=0", "train.log_every=5")
     assert len((run_dir / "log.jsonl").read_text().splitlines()) == len(records)  # nothing trained again
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == summary["steps"]
+
+
+def test_suspect_cuts_need_loss_truncation_and_wait_for_it(corpus, tmp_path):
+    cuts = CutSet.from_file(corpus / "train.jsonl.gz")
+    suspects = CutSet.from_cuts(fastcopy(c, custom={"suspect_by": "rate_outlier"}) for c in cuts)
+    suspects.to_file(tmp_path / "suspects.jsonl.gz")
+    common = [f"data.train=[{tmp_path / 'suspects.jsonl.gz'}]", "optim.max_steps=2", "data.dev=[]"]
+    done = subprocess.run([PYTHON, "-m", "asr.train", str(corpus / "config.yaml"), f"train.output_dir={tmp_path / 'off'}",
+                           *common], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "left by cleaning for loss truncation to judge" in done.stderr
+    assert "optim.truncate_from_step" in done.stderr and "Traceback" not in done.stderr
+    launch(corpus, tmp_path / "held", 1, *common, "optim.truncate_from_step=5", "optim.truncate_history=50")
+    summary = json.loads((tmp_path / "held" / "summary.json").read_text())["truncation"]
+    assert summary["judged"] == 0 and summary["suspects_held"] > 0  # every transcript held before step 5
+    assert summary["suspects"] == {"n": 26, "left_out": 0}
 
 
 def test_bad_config_is_one_clear_error(corpus, tmp_path):

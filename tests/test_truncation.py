@@ -54,6 +54,41 @@ def test_nothing_is_left_out_before_the_step_or_the_history_or_without_a_transcr
     assert not truncation(outlier, scores_batch(["de"]), step=10).all()
 
 
+@pytest.mark.parametrize("hold", [True, False])
+def test_a_suspect_transcript_waits_for_the_model_then_meets_a_tighter_bound_out_of_the_history(tmp_path, hold):
+    truncation = LossTruncation(from_step=10, mads=3.0, history=100, log_dir=tmp_path, suspect_mads=1.0,
+                                hold_suspects=hold)
+    fill(truncation, "de", clean_losses(MIN_HISTORY))  # log scores about log(0.5) +- 0.2
+    bound = truncation.bound("de")
+    median = truncation.bound("de", 0.0)
+    tight = truncation.bound("de", 1.0)
+    assert median < tight < bound
+    between = math.exp((tight + bound) / 2)  # a loss the usual bound keeps and the suspects' bound does not
+    batch = scores_batch(["de", "de", "de"], ids=["plain", "suspect", "plain-unknown"], valid=[True, True, False])
+    batch["suspects"] = [False, True, True]  # a suspect without a known transcript is not one for its transcript
+    assert truncation(torch.tensor([between, 0.5, 9.0]), batch, step=9).tolist() == [True, not hold, True]
+    assert truncation.held == int(hold) and truncation.judged == 0
+    history = list(truncation.histories["de"])
+    keep = truncation(torch.tensor([between, between, 9.0]), batch, step=10)
+    assert keep.tolist() == [True, False, True]  # the same loss: kept as a plain cut, left out as a suspect
+    assert truncation.judged == 2 and truncation.held == int(hold)
+    assert list(truncation.histories["de"])[-1] == pytest.approx(math.log(between + 1e-3))  # the plain cut's
+    assert len(truncation.histories["de"]) == len(history) + 1  # and not the suspect's, nor at step 9
+    [record] = read_truncated(tmp_path)
+    assert record["cut"] == "suspect" and record["suspect"] is True
+    assert record["bound"] == pytest.approx(truncation.bound("de", 1.0), abs=1e-3)
+    # a suspect within the tighter bound trains
+    assert truncation(torch.tensor([0.5]), {**scores_batch(["de"]), "suspects": [True]}, step=11).all()
+    # translations are never suspects
+    translation = {"languages": ["de"], "cut_ids": ["suspect"], "suspects": [True],
+                   "translation_ctc_lengths": torch.tensor([5]), "translation_ctc_valid": torch.tensor([True])}
+    assert truncation(torch.tensor([0.5]), translation, step=9, label="translation").all()
+    state = truncation.state()
+    resumed = LossTruncation(from_step=10, mads=3.0, history=100, suspect_mads=1.0, hold_suspects=hold)
+    resumed.load_state(state, step=12)
+    assert resumed.held == truncation.held
+
+
 def test_the_bound_follows_the_recent_history_only():
     truncation = LossTruncation(from_step=0, mads=3.0, history=MIN_HISTORY)
     fill(truncation, "de", clean_losses(MIN_HISTORY, centre=5.0))
@@ -235,6 +270,18 @@ def test_the_report_scores_cuts_left_out_against_the_recorded_truth():
     both = truncation_report(records + translations, cuts)
     assert {k: v for k, v in both.items() if k != "translations"} == report
     assert both["translations"] == {"truncations": 3, "cuts": 2, "kinds": {"none": 1, "other_clip": 1}}
+
+
+def test_the_report_scores_the_suspects_apart():
+    cuts = [_cut("a", "drop", suspect_by="rate_outlier"), _cut("b", None, suspect_by="rate_outlier"),
+            _cut("c", "insert", suspect_by="rate_outlier"), _cut("d", "substitute")]
+    records = [{"cut": "a_sp0.9", "step": 5, "suspect": True}, {"cut": "d", "step": 6}]
+    report = truncation_report(records, cuts)
+    assert report["cuts"] == 2 and report["recall"] == pytest.approx(2 / 3)
+    suspects = report["suspects"]
+    assert suspects["n"] == 3 and suspects["left_out"] == 1 and suspects["n_corrupt"] == 2
+    assert suspects["precision"] == 1.0 and suspects["recall"] == 0.5
+    assert "suspects" not in truncation_report(records, cuts[3:])
 
 
 def test_bad_settings_are_refused():

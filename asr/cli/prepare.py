@@ -217,7 +217,8 @@ def clean(cuts: Path, out: Path, rules, tokenizer_path: Path | None = None) -> N
     print(f"kept {report['kept']['total']}, dropped {report['dropped']['total']}, "
           f"turned into translation pairs {report['translated']['total']}, "
           f"kept with only their translation {report['translation_only']['total']}, "
-          f"kept with their labels mended {report['repaired']['total']} -> {out}")
+          f"kept with their labels mended {report['repaired']['total']}, "
+          f"left to the model to judge {report['deferred']['total']} -> {out}")
     evaluation = result.report.evaluation
     if evaluation:
         print(f"against the recorded truth: precision {format_ratio(evaluation['precision'])}, "

@@ -19,7 +19,9 @@ Cut (one training example of at most 30 s; ``lhotse.MonoCut``)
                       (the cut trains X->English only: the words heard are unknown);
                       ``dropped_by`` / ``dropped_reasons``: the first / every cleaning rule that fired
                       (dropped sets only); ``transcript_dropped_by`` / ``transcript_dropped_reasons``:
-                      the same for a cut kept with only its translation.
+                      the same for a cut kept with only its translation; ``suspect_by`` /
+                      ``suspect_reasons``: the same for a cut kept for the model to judge (its transcript
+                      trains only where loss truncation finds it plausible; clean.defer_rules).
 
 The synthetic demo corpus also records the truth of each label it corrupted, in the supervision's
 ``custom``: ``corruption`` (None or the kind), ``true_text`` and ``true_language``, so that the
@@ -35,3 +37,8 @@ def is_nospeech(cut) -> bool:
 def is_translation_only(cut) -> bool:
     """Whether ``cut`` trains X->English only, the words heard unknown (``custom["task"]``, above)."""
     return (cut.custom or {}).get("task") == "translate"
+
+
+def is_suspect(cut) -> bool:
+    """Whether cleaning left ``cut``'s transcript for the model to judge (``custom["suspect_by"]``, above)."""
+    return bool((cut.custom or {}).get("suspect_by"))

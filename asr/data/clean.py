@@ -67,6 +67,17 @@ A cut that any other rule fires on is dropped as before. A mended cut is kept wi
 or ``["original_language"]``; the report counts them per language, and against a recorded truth how
 many now equal it (those count as right labels in the figures below).
 
+Decisions left to the model. The rules that judge a transcript by its length against its audio
+(speaking_rate, rate_outlier) or by its copies (duplicate_text) point at errors that a model's CTC head
+can hear: words missing, added or swapped, another clip's transcript. They also fire on right labels
+(a slow speaker, a long pause), and a dropped window's audio is lost to training. With
+``defer_rules`` (any of TRANSCRIPT_RULES), a cut that only those rules fire on is kept with
+``custom["suspect_by"]`` / ``["suspect_reasons"]``, and loss truncation decides (asr.truncation): once
+it starts, the transcript takes loss only while the CTC head finds it no worse than a bound set below
+the usual one (before, it is held out or trains as any other: optim.truncate_hold_suspects). A recorded translation that is itself a rate outlier (a label of
+another clip) still drops the cut. The report counts these cuts as kept and "deferred", and against a
+recorded truth how many of them are wrong.
+
 Language identification. py3langid chooses among the labelled languages found in the input plus
 English (or ``lid_languages`` plus English), which sharpens the choice between them; a text in a
 language outside that set goes to its nearest candidate, so add the languages a corpus may hide to
@@ -115,8 +126,8 @@ from lhotse.utils import fastcopy
 from py3langid.langid import MODEL_FILE, LanguageIdentifier
 from tqdm import tqdm
 
-from asr.config import CleanConfig
-from asr.data import is_nospeech, is_translation_only
+from asr.config import TRANSCRIPT_RULES, CleanConfig
+from asr.data import is_nospeech, is_suspect, is_translation_only
 
 RULES_VERSION = 2  # bump when the same config would keep other cuts (the main job redoes its cleaning)
 MAD_TO_SIGMA = 0.6745  # standard deviations in one median absolute deviation of a normal distribution
@@ -135,10 +146,6 @@ RULES = (
 )
 # The rules whose drops a repair can answer, and the CleanConfig switch of each.
 REPAIRS = {"upper_case": "repair_case", "lower_case": "repair_case", "language_mismatch": "relabel_language"}
-# The rules that judge only the transcript: a cut they drop may keep its translation (keep_translations).
-TRANSCRIPT_RULES = frozenset(
-    {"speaking_rate", "rate_outlier", "upper_case", "lower_case", "no_punctuation", "duplicate_text"}
-)
 
 NO_LANGUAGE = "-"  # the report's language for cuts without a labelled language (no-speech cuts)
 
@@ -445,6 +452,21 @@ def _keeps_translation(cut: Cut, reasons: list[str], ctx: _Context) -> bool:
     )
 
 
+def _defers(cut: Cut, reasons: list[str], ctx: _Context) -> bool:
+    """Whether the drop of a cut that ``reasons`` fire on is left to the model (module docstring): only
+    deferred rules fired, and a recorded translation, where there is one, is no rate outlier."""
+    return (
+        set(reasons) <= set(ctx.config.defer_rules)
+        and not is_nospeech(cut)
+        and not (all(_translation_of(s).strip() for s in cut.supervisions)
+                 and _is_rate_outlier(cut, ctx.translation_rate_stats, ctx.config, _translation_of))
+    )
+
+
+def _as_suspect(cut: Cut, reasons: list[str]) -> Cut:
+    return fastcopy(cut, custom={**(cut.custom or {}), "suspect_by": reasons[0], "suspect_reasons": reasons})
+
+
 def _as_translation_only(cut: Cut, reasons: list[str]) -> Cut:
     custom = {**(cut.custom or {}), "task": "translate",
               "transcript_dropped_by": reasons[0], "transcript_dropped_reasons": reasons}
@@ -579,22 +601,24 @@ class CleanReport:
     translated: Counter = field(default_factory=Counter)
     translation_only: Counter = field(default_factory=Counter)
     repaired: Counter = field(default_factory=Counter)  # kept with their labels mended
+    deferred: Counter = field(default_factory=Counter)  # kept for the model to judge (defer_rules)
     dropped_by: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     fired: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     evaluation: dict[str, Any] = field(default_factory=dict)  # evaluate_cleaning's figures, when known
 
     def count(self, language: str, reasons: list[str], translated: bool, translation_only: bool = False,
-              repaired: bool = False) -> None:
+              repaired: bool = False, deferred: bool = False) -> None:
         self.cuts[language] += 1
         for reason in reasons:
             self.fired[reason][language] += 1
         if reasons and not repaired:
             self.dropped_by[reasons[0]][language] += 1
-        if translation_only or repaired or not reasons:
+        if translation_only or repaired or deferred or not reasons:
             self.kept[language] += 1
             self.translated[language] += translated
             self.translation_only[language] += translation_only
             self.repaired[language] += repaired
+            self.deferred[language] += deferred
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe; each count map has its languages and a "total"."""
@@ -607,6 +631,7 @@ class CleanReport:
             "translated": _with_total(+self.translated),
             "translation_only": _with_total(+self.translation_only),
             "repaired": _with_total(+self.repaired),
+            "deferred": _with_total(+self.deferred),
             "dropped_by": {rule: _with_total(self.dropped_by[rule]) for rule in self.rules},
             "fired": {rule: _with_total(self.fired[rule]) for rule in self.rules},
             "evaluation": self.evaluation,
@@ -622,17 +647,20 @@ class CleanReport:
             "",
             f"{total} cuts in: {report['kept']['total']} kept ({report['translated']['total']} of them as "
             f"X->English translation pairs, {report['translation_only']['total']} with only their translation, "
-            f"{report['repaired']['total']} with their labels mended), "
+            f"{report['repaired']['total']} with their labels mended, "
+            f"{report['deferred']['total']} left to the model to judge), "
             f"{report['dropped']['total']} dropped.",
             "",
             "## Transcripts dropped, by the first rule that fired",
             "",
-            "A cut kept with only its translation counts under its rule and as kept, not as dropped; a cut",
-            "kept with its labels mended counts as kept and repaired, under every rule that fired below.",
+            "A cut kept with only its translation, or left to the model to judge (deferred), counts under its",
+            "rule and as kept, not as dropped; a cut kept with its labels mended counts as kept and repaired,",
+            "under every rule that fired below.",
             "",
             *_table(languages, {**report["dropped_by"], "**dropped**": report["dropped"], "kept": report["kept"],
                                 "translated": report["translated"], "translation only": report["translation_only"],
-                                "repaired": report["repaired"], "in": report["cuts"]}),
+                                "repaired": report["repaired"], "deferred": report["deferred"],
+                                "in": report["cuts"]}),
             "",
             "## Every rule that fired (a cut counts under each)",
             "",
@@ -673,6 +701,7 @@ def _evaluation_markdown(evaluation: dict[str, Any]) -> list[str]:
         f"{evaluation['translated']['corrupt']} of {evaluation['translated']['n']} translation pairs corrupt.",
         _translation_only_line(evaluation["translation_only"]),
         _repaired_line(evaluation["repaired"]),
+        *([_deferred_line(evaluation["deferred"])] if evaluation.get("deferred", {}).get("n") else []),
         "",
         "| corruption | cuts | dropped | recall |",
         "|---|---:|---:|---:|",
@@ -694,6 +723,11 @@ def _repaired_line(figures: dict[str, Any]) -> str:
     return (f"{figures['n']} cuts kept with their labels mended (counted above as right where now equal to the "
             f"truth), {figures['corrupt']} of them wrong before, {figures['mended']} of those now equal to the truth"
             + _kinds_end(figures["kinds"]))
+
+
+def _deferred_line(figures: dict[str, Any]) -> str:
+    return (f"{figures['n']} cuts left to the model to judge (counted above as kept), "
+            f"{figures['corrupt']} of them with a wrong transcript" + _kinds_end(figures["kinds"]))
 
 
 def _kinds_end(kinds: dict[str, int]) -> str:
@@ -760,6 +794,7 @@ def _context(cuts: Iterable[Cut], config: CleanConfig, tokenizer: TextEncoder | 
     languages = set(config.lid_languages)
     survey = _Survey(set(), frozenset(), {}, {})
     if (config.check_duplicates or config.check_rate_outliers or config.keep_translations or config.repair_case
+            or config.defer_rules
             or (config.check_language and not config.lid_languages)):
         survey = _survey(cuts, config)
         languages = languages or survey.languages
@@ -797,10 +832,13 @@ def clean_cuts(
         reasons = _reasons(cut, rules, ctx)
         translated = not reasons and _is_translation_pair(cut, ctx)
         repaired = _repairable(cut, reasons, ctx)
-        translation_only = bool(reasons) and not repaired and _keeps_translation(cut, reasons, ctx)
-        report.count(_language(cut), reasons, translated, translation_only, repaired)
+        deferred = bool(reasons) and not repaired and _defers(cut, reasons, ctx)
+        translation_only = bool(reasons) and not (repaired or deferred) and _keeps_translation(cut, reasons, ctx)
+        report.count(_language(cut), reasons, translated, translation_only, repaired, deferred)
         if repaired:
             kept.append(_repaired(cut, reasons, ctx))
+        elif deferred:
+            kept.append(_as_suspect(cut, reasons))
         elif translation_only:
             kept.append(_as_translation_only(cut, reasons))
         elif reasons:
@@ -872,6 +910,7 @@ def evaluate_cleaning(kept: Iterable[Cut], dropped: Iterable[Cut]) -> dict[str, 
         translation_only {n, corrupt, kinds: {kind: n}}       cuts kept with only their translation
         repaired        {n, corrupt, mended, kinds: {kind: n}}  cuts kept with mended labels: wrong before,
                                                               now equal to the truth (then counted as right)
+        deferred        {n, corrupt, kinds: {kind: n}}        cuts kept for the model to judge (counted as kept)
 
     A cut kept with only its translation counts as dropped: its transcript is.
     """
@@ -880,6 +919,7 @@ def evaluate_cleaning(kept: Iterable[Cut], dropped: Iterable[Cut]) -> dict[str, 
     n_cuts = n_corrupt = n_dropped = true_positives = translated = translated_corrupt = 0
     translation_only, translation_only_kinds = Counter(), Counter()
     repaired, repaired_kinds = Counter(), Counter()
+    deferred, deferred_kinds = Counter(), Counter()
     for cut, is_dropped in [*((c, False) for c in kept), *((c, True) for c in dropped)]:
         kinds = _corruptions(cut)
         if kinds is None:
@@ -888,6 +928,9 @@ def evaluate_cleaning(kept: Iterable[Cut], dropped: Iterable[Cut]) -> dict[str, 
             before = _corruptions(cut, before_repair=True)
             repaired.update(n=1, corrupt=int(bool(before)), mended=int(bool(before) and not kinds))
             repaired_kinds.update(before)
+        if not is_dropped and is_suspect(cut):
+            deferred.update(n=1, corrupt=int(bool(kinds)))
+            deferred_kinds.update(kinds)
         rule = (cut.custom or {}).get("dropped_by" if is_dropped else "transcript_dropped_by")
         if rule and not is_dropped:
             translation_only.update(n=1, corrupt=int(bool(kinds)))
@@ -939,5 +982,10 @@ def evaluate_cleaning(kept: Iterable[Cut], dropped: Iterable[Cut]) -> dict[str, 
             "corrupt": repaired["corrupt"],
             "mended": repaired["mended"],
             "kinds": dict(sorted(repaired_kinds.items())),
+        },
+        "deferred": {
+            "n": deferred["n"],
+            "corrupt": deferred["corrupt"],
+            "kinds": dict(sorted(deferred_kinds.items())),
         },
     }

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 
 from asr.audio import CHUNK_LENGTH, N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram_batch, pad_or_trim, resample
 from asr.config import DataConfig
+from asr.data import is_suspect
 from asr.data.sequence import IGNORE, BadLabel, cut_to_example
 from asr.tokenizer import Tokenizer
 
@@ -64,6 +65,7 @@ class MultitaskDataset(torch.utils.data.Dataset):
                             the English translation (English speech: its transcript), for the translation
                             CTC head; valid where a translation is known
             "cut_ids", "tasks", "languages": lists of B strings (language None for no speech)
+            "suspects":     list of B bools, True where cleaning left the transcript for the model to judge
             "audio_seconds": float, speech time in the batch
             "padding_ratio": float, share of mel frames that are padding
             "dropped":      Dropped, cuts left out of this batch (unreadable audio, empty or too long transcript)
@@ -119,6 +121,7 @@ class MultitaskDataset(torch.utils.data.Dataset):
             "cut_ids": [c.id for c in kept],
             "tasks": [e.task for e in examples],
             "languages": [e.language for e in examples],
+            "suspects": [is_suspect(c) for c in kept],
             "audio_seconds": float(sum(c.duration for c in kept)),
             "padding_ratio": 1.0 - float(n_frames.sum()) / max(1, mel.shape[0] * mel.shape[-1]),
             "dropped": dropped,

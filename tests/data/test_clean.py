@@ -9,6 +9,7 @@ from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
 from lhotse.audio import AudioSource
 
 from asr.config import from_dict
+from asr.data import is_suspect
 from asr.data.clean import (RULES, CleanConfig, LanguageID, clean_cuts, evaluate_cleaning, normalise_text,
                             outlier_bound)
 
@@ -387,6 +388,45 @@ def test_a_cut_whose_transcript_alone_fails_keeps_its_translation():
     assert dropped["lower"] == "lower_case" and len(kept) == 61
 
 
+def test_deferred_rules_leave_their_drops_to_the_model():
+    english = "Today the cat sees the dog in the garden."
+    half, double = "Heute sieht die Katze.", "Heute sieht die Katze den Hund im Garten. " * 2
+    cuts = translated_corpus([
+        ("half", half, "de", english),  # words lost: a rate outlier
+        ("half-untranslated", half, "de", None),
+        ("double-other-clip", double, "de", english + " " + english),  # its translation an outlier too
+        ("half-lower", half.lower(), "de", english),  # a rule that is not deferred fires too: translation only
+        ("fr", SENTENCES["fr"][1], "fr", None),
+    ])
+    cuts[0].supervisions[0].custom["corruption"] = None  # a recorded truth: one right label...
+    for cut in cuts[60:64]:
+        cut.supervisions[0].custom = {**(cut.supervisions[0].custom or {}), "corruption": "drop"}  # ...four wrong
+    config = CleanConfig(check_duplicates=False, keep_translations=True, defer_rules=("rate_outlier",))
+    result, kept, dropped = clean(cuts, config)
+    assert dropped == {"double-other-clip": "rate_outlier"}
+    assert {"half", "half-untranslated", "half-lower"} <= kept and len(kept) == 64
+    assert result.kept["half-lower"].custom["task"] == "translate" and not is_suspect(result.kept["half-lower"])
+    for cut_id in ("half", "half-untranslated"):
+        cut = result.kept[cut_id]
+        assert cut.custom["suspect_by"] == "rate_outlier" and cut.custom["suspect_reasons"] == ["rate_outlier"]
+        assert "task" not in cut.custom and cut.supervisions[0].text == half  # trains as a transcript, unedited
+    report = result.report.to_dict()
+    assert report["deferred"] == {"de": 2, "total": 2} and report["translation_only"] == {"de": 1, "total": 1}
+    assert report["kept"]["total"] == 64 and report["dropped_by"]["rate_outlier"] == {"de": 4, "total": 4}
+    evaluation = report["evaluation"]
+    assert evaluation["deferred"] == {"n": 2, "corrupt": 2, "kinds": {"drop": 2}}
+    assert evaluation["n_dropped"] == 2 and evaluation["true_positives"] == 2  # the deferred count as kept,
+    assert evaluation["recall"] == 0.5 and evaluation["precision"] == 1.0  # the translation-only as dropped
+    assert "2 cuts left to the model to judge (counted above as kept), 2 of them with a wrong transcript (drop 2)." \
+        in result.report.to_markdown()
+
+    without = clean(cuts, dataclasses.replace(config, defer_rules=()))[0]
+    assert without.kept["half"].custom["task"] == "translate" and not is_suspect(without.kept["half"])
+    assert "half-untranslated" in {c.id for c in without.dropped} and without.report.to_dict()["deferred"] == {"total": 0}
+    with pytest.raises(ValueError, match="not language_mismatch"):
+        CleanConfig(defer_rules=("rate_outlier", "language_mismatch"))
+
+
 def test_english_with_text_in_the_labelled_language_is_a_mismatch_not_a_pair():
     mixed = cut_with("mixed", 6.0, [(0, 3, SENTENCES["de"][0], "de"), (3, 3, SENTENCES["en"][0], "de")])
     _, _, dropped = clean([mixed], only("language_mismatch"))
@@ -549,7 +589,7 @@ def test_write_outputs(tmp_path):
     markdown = (out / "report.md").read_text()
     assert "| upper_case | 0 | 0 | 1 | 0 | 0 | 1 |" in markdown  # languages -, de, en, fr, zh, then the total
     assert "12 cuts in: 7 kept (1 of them as X->English translation pairs, 0 with only their translation, " \
-           "0 with their labels mended), 5 dropped." in markdown
+           "0 with their labels mended, 0 left to the model to judge), 5 dropped." in markdown
 
 
 def test_nospeech_cuts_only_face_the_audio_rules():

@@ -5,6 +5,7 @@ import pytest
 import soundfile as sf
 import torch
 from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
+from lhotse.utils import fastcopy
 
 from asr.audio import log_mel_spectrogram
 from asr.config import DataConfig
@@ -54,6 +55,9 @@ def test_batch_shapes_and_contents(corpus, tok):
     assert batch["tokens"].shape[0] == n and batch["tokens"].shape == batch["labels"].shape
     assert batch["tasks"] == ["transcribe"] * 6 + ["nospeech"] * 2
     assert batch["languages"][:3] == ["de", "fr", "en"] and batch["languages"][6:] == [None, None]
+    assert batch["suspects"] == [False] * n
+    suspect = fastcopy(corpus[0], custom={"suspect_by": "rate_outlier"})
+    assert batch_of(CutSet.from_cuts([suspect, corpus[1]]), tok)["suspects"] == [True, False]
     assert batch["ctc_lengths"][6:].tolist() == [0, 0] and batch["ctc_valid"].all()
     assert batch["ctc_targets"][0, : batch["ctc_lengths"][0]].tolist() == tok.encode(" Hallo Welt.")
     # right padding: labels past the end are ignored, tokens padded with <|endoftext|>
