@@ -417,9 +417,10 @@ def _train_on(run: Run, batch: dict, window: "_Window") -> bool:
     if not _agree(bool(batch["cut_ids"]), run.device, all):
         counters.empty_batches += 1
         return False
-    if run.truncation is None and any(batch["suspects"]):
-        cut_id = batch["cut_ids"][batch["suspects"].index(True)]
-        raise TrainingError(f"cut {cut_id} of data.train was left by cleaning for loss truncation to judge "
+    if run.truncation is None and _agree(any(batch["suspects"]), run.device, any):  # every rank stops
+        suspects = [cut_id for cut_id, suspect in zip(batch["cut_ids"], batch["suspects"]) if suspect]
+        where = f"cut {suspects[0]}" if suspects else "a cut"
+        raise TrainingError(f"{where} of data.train was left by cleaning for loss truncation to judge "
                             f"(custom['suspect_by'], clean.defer_rules), but loss truncation is off: set "
                             f"optim.truncate_from_step above 0, or clean without clean.defer_rules")
     device = run.device
