@@ -315,10 +315,11 @@ class CleanConfig:
     # Rules whose drops are left to the model: a cut that only these rules fire on is kept and marked
     # custom["suspect_by"] / ["suspect_reasons"], and loss truncation decides (optim.truncate_suspect_mads):
     # from optim.truncate_from_step on, its transcript takes loss only while the CTC head finds it no worse
-    # than that bound (before, optim.truncate_hold_suspects). For the rules whose errors the CTC head can hear (a transcript with words
-    # missing, added or swapped, or of another clip: speaking_rate, rate_outlier, duplicate_text), not for
-    # those it cannot (case, punctuation, the language label). Only the transcript's rules can be deferred;
-    # a cut whose recorded translation is a rate outlier is dropped as with keep_translations.
+    # than that bound (before, optim.truncate_hold_suspects). For the rules whose errors the CTC head can
+    # hear (a transcript with words missing, added or swapped, or of another clip: speaking_rate,
+    # rate_outlier, duplicate_text), not for those it cannot (case, punctuation, the language label). Only
+    # the transcript's rules can be deferred; a cut whose recorded translation is a rate outlier is
+    # dropped as with keep_translations.
     defer_rules: tuple[str, ...] = ()
 
     def __post_init__(self):

@@ -414,15 +414,18 @@ def _train_on(run: Run, batch: dict, window: "_Window") -> bool:
     counters = run.counters
     for reason in batch["dropped"].reasons:
         counters.dropped_cuts[reason.split(":")[0]] += 1
-    if not _agree(bool(batch["cut_ids"]), run.device, all):
-        counters.empty_batches += 1
-        return False
-    if run.truncation is None and _agree(any(batch["suspects"]), run.device, any):  # every rank stops
-        suspects = [cut_id for cut_id, suspect in zip(batch["cut_ids"], batch["suspects"]) if suspect]
+    # One collective for both: every rank has cuts; no rank has a suspect that nothing can judge.
+    suspects = [] if run.truncation is not None else [
+        cut_id for cut_id, suspect in zip(batch["cut_ids"], batch.get("suspects", ())) if suspect]
+    has_cuts, judgeable = _agree_all([bool(batch["cut_ids"]), not suspects], run.device)
+    if not judgeable:  # every rank stops
         where = f"cut {suspects[0]}" if suspects else "a cut"
         raise TrainingError(f"{where} of data.train was left by cleaning for loss truncation to judge "
                             f"(custom['suspect_by'], clean.defer_rules), but loss truncation is off: set "
                             f"optim.truncate_from_step above 0, or clean without clean.defer_rules")
+    if not has_cuts:
+        counters.empty_batches += 1
+        return False
     device = run.device
     try:
         output = run.engine(batch["mel"].to(device), batch["tokens"].to(device), batch["n_frames"].to(device))
@@ -452,11 +455,18 @@ def _train_on(run: Run, batch: dict, window: "_Window") -> bool:
 
 def _agree(value: bool, device: torch.device, how) -> bool:
     """``all`` or ``any`` of every rank's ``value``."""
+    if how is all:
+        return _agree_all([value], device)[0]
+    return not _agree_all([not value], device)[0]
+
+
+def _agree_all(values: list[bool], device: torch.device) -> list[bool]:
+    """For each of ``values``, whether it holds on every rank: one collective for them all."""
     if dist.get_world_size() == 1:
-        return value
-    flag = torch.tensor([1.0 if value else 0.0], device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN if how is all else dist.ReduceOp.MAX)
-    return bool(flag.item())
+        return list(values)
+    flags = torch.tensor([1.0 if value else 0.0 for value in values], device=device)
+    dist.all_reduce(flags, op=dist.ReduceOp.MIN)
+    return [bool(flag) for flag in flags.tolist()]
 
 
 class _RankShare:

@@ -35,7 +35,8 @@ transcript, but one the CTC head can check) are suspects: their transcript takes
 ``optim.truncate_from_step`` while the model cannot judge them yet (``optim.truncate_hold_suspects``;
 off, they train as any other until then), and afterwards only below a bound of
 ``optim.truncate_suspect_mads`` (lower than the others') over the scores of the other cuts: their own
-scores, mostly of wrong labels, stay out of the median and MAD. Only the transcript is a suspect: the translation is judged as any other.
+scores, mostly of wrong labels, stay out of the median and MAD. Only the transcript is a suspect: the
+translation is judged as any other.
 
 Every cut left out is written, with its step, score and bound, to ``truncated/rank-<r>.jsonl`` in the
 run folder, and counted in the logs and the run summary; where the manifest records the truth of its
@@ -120,7 +121,8 @@ class LossTruncation:
             language = batch["languages"][i]
             suspect = bool(suspects and suspects[i])
             if not valid[i] or lengths[i] == 0 or language is None or not math.isfinite(loss):
-                keep[i] = not (suspect and valid[i] and self.hold_suspects)  # unjudged: held, as below
+                if suspect and valid[i]:
+                    self._hold(keep, i)
                 continue
             score = math.log(loss + EPS)
             cut_id = batch["cut_ids"][i]
@@ -130,9 +132,7 @@ class LossTruncation:
             bound = (self.bound(language, self.suspect_mads if suspect else None)
                      if step >= self.from_step and not earlier else None)
             if suspect and bound is None and not earlier:
-                if self.hold_suspects:  # no loss before it can be judged
-                    keep[i] = False
-                    self.held += 1
+                self._hold(keep, i)
                 continue
             if earlier or bound is not None:
                 self.judged += 1
@@ -152,6 +152,12 @@ class LossTruncation:
             with open(self.log_path, "a") as f:
                 f.writelines(json.dumps(r) + "\n" for r in records)
         return keep.to(per_token.device)
+
+    def _hold(self, keep: Tensor, i: int) -> None:
+        """A suspect transcript that cannot be judged (yet): no loss, where suspects are held."""
+        if self.hold_suspects:
+            keep[i] = False
+            self.held += 1
 
     def take_new_out(self) -> list[str]:
         """The cuts this process has left out for good since the last call (to share with the others)."""

@@ -238,8 +238,9 @@ def test_suspect_cuts_need_loss_truncation_and_wait_for_it(corpus, tmp_path):
     suspects = CutSet.from_cuts(fastcopy(c, custom={"suspect_by": "rate_outlier"}) for c in cuts)
     suspects.to_file(tmp_path / "suspects.jsonl.gz")
     common = [f"data.train=[{tmp_path / 'suspects.jsonl.gz'}]", "optim.max_steps=2", "data.dev=[]"]
-    done = subprocess.run([PYTHON, "-m", "asr.train", str(corpus / "config.yaml"), f"train.output_dir={tmp_path / 'off'}",
-                           *common], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([PYTHON, "-m", "asr.train", str(corpus / "config.yaml"),
+                           f"train.output_dir={tmp_path / 'off'}", *common],
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "left by cleaning for loss truncation to judge" in done.stderr
     assert "optim.truncate_from_step" in done.stderr and "Traceback" not in done.stderr
     launch(corpus, tmp_path / "held", 1, *common, "optim.truncate_from_step=5", "optim.truncate_history=50")

@@ -74,9 +74,10 @@ can hear: words missing, added or swapped, another clip's transcript. They also 
 ``defer_rules`` (any of TRANSCRIPT_RULES), a cut that only those rules fire on is kept with
 ``custom["suspect_by"]`` / ``["suspect_reasons"]``, and loss truncation decides (asr.truncation): once
 it starts, the transcript takes loss only while the CTC head finds it no worse than a bound set below
-the usual one (before, it is held out or trains as any other: optim.truncate_hold_suspects). A recorded translation that is itself a rate outlier (a label of
-another clip) still drops the cut. The report counts these cuts as kept and "deferred", and against a
-recorded truth how many of them are wrong.
+the usual one (before, it is held out or trains as any other: optim.truncate_hold_suspects). A
+recorded translation that is itself a rate outlier (a label of another clip) still drops the cut. The
+report counts these cuts as kept and "deferred", and against a recorded truth how many of them are
+wrong.
 
 Language identification. py3langid chooses among the labelled languages found in the input plus
 English (or ``lid_languages`` plus English), which sharpens the choice between them; a text in a
@@ -447,8 +448,8 @@ def _keeps_translation(cut: Cut, reasons: list[str], ctx: _Context) -> bool:
         ctx.config.keep_translations
         and not is_nospeech(cut)
         and set(reasons) <= TRANSCRIPT_RULES
-        and all(_translation_of(s).strip() for s in cut.supervisions)
-        and not _is_rate_outlier(cut, ctx.translation_rate_stats, ctx.config, _translation_of)
+        and _has_translations(cut)
+        and not _translation_rate_outlier(cut, ctx)
     )
 
 
@@ -458,9 +459,18 @@ def _defers(cut: Cut, reasons: list[str], ctx: _Context) -> bool:
     return (
         set(reasons) <= set(ctx.config.defer_rules)
         and not is_nospeech(cut)
-        and not (all(_translation_of(s).strip() for s in cut.supervisions)
-                 and _is_rate_outlier(cut, ctx.translation_rate_stats, ctx.config, _translation_of))
+        and not (_has_translations(cut) and _translation_rate_outlier(cut, ctx))
     )
+
+
+def _has_translations(cut: Cut) -> bool:
+    """Whether every supervision of ``cut`` records an English translation."""
+    return all(_translation_of(s).strip() for s in cut.supervisions)
+
+
+def _translation_rate_outlier(cut: Cut, ctx: _Context) -> bool:
+    """Whether the cut's translations are a rate outlier among the corpus's (another clip's label)."""
+    return _is_rate_outlier(cut, ctx.translation_rate_stats, ctx.config, _translation_of)
 
 
 def _as_suspect(cut: Cut, reasons: list[str]) -> Cut:
