@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -67,13 +68,17 @@ def launch(corpus: Path, run_dir: Path, processes: int = 1, *overrides: str, wai
     command = [PYTHON, "-m", "asr.train"] if processes == 1 else [TORCHRUN, "--standalone",
                                                                    f"--nproc_per_node={processes}", "-m", "asr.train"]
     command += [str(corpus / "config.yaml"), f"train.output_dir={run_dir}", *overrides]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # faulthandler: a rank that dies in native code prints every thread's Python stack
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     if not wait:
         return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     if done.returncode != 0 and STARTUP_ABORT in done.stdout + done.stderr and not _logged_steps(Path(run_dir)):
         # A rank of a 2-process run sometimes aborts before its first step, inside the native
         # libraries (seen on 2026-12-06 with ZeRO-3 on gloo in about half of the runs); once more, from scratch.
+        # The first try's output goes to the warnings summary, which pytest prints even when the retry passes.
+        warnings.warn(f"{' '.join(command)}: aborted before its first step, retried; its output:\n"
+                      f"{done.stdout[-3000:]}{done.stderr[-3000:]}")
         shutil.rmtree(run_dir, ignore_errors=True)
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
