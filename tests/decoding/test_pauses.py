@@ -7,7 +7,7 @@ import torch
 import asr.decoding.transcribe as transcribe_module
 from asr.decoding import DecodingOptions
 from asr.decoding.pauses import ctc_speech, fit_to_span, piece_bounds, speech_spans
-from asr.decoding.transcribe import TranscribeOptions, transcribe
+from asr.decoding.transcribe import TranscribeOptions, recording_language, transcribe
 from asr.model import Model, ModelDims
 
 STEP = 0.04  # seconds per encoder position at audio_stride 4
@@ -94,6 +94,39 @@ def test_pieces_are_decoded_as_clips_and_their_segments_shifted(model, tokenizer
         assert (piece[0]["start"], piece[-1]["end"]) == pytest.approx(span)
     assert result["language"] == "en" and result["text"] == tokenizer.decode(
         t for s in result["segments"] for t in s["tokens"])
+
+
+def test_a_recordings_language_weighs_its_pieces_by_length():
+    probs = [{"de": 0.2, "fr": 0.8}, {"de": 0.7, "fr": 0.3}, {"de": 0.9, "fr": 0.1}]
+    language, mean = recording_language(probs, [1.0, 2.0, 1.0])  # a short piece heard as French
+    assert language == "de" and mean == pytest.approx({"de": 0.625, "fr": 0.375})
+    assert recording_language(probs, [6.0, 1.0, 1.0])[0] == "fr"  # the long one decides
+
+
+def test_pieces_without_a_language_are_all_decoded_in_the_recordings(model, tokenizer, monkeypatch):
+    audio = (0.1 * np.random.default_rng(0).standard_normal(16000 * 12)).astype(np.float32)
+    # A 0.6 s piece (0.3-0.9 s of speech) heard as one language, then a 2 s one (6.0-8.0 s) as another.
+    monkeypatch.setattr(transcribe_module, "ctc_speech", lambda *args: heard((8, 22), (150, 199), n=300))
+    codes = tokenizer.specials.all_language_codes
+    first, second = codes[:2]
+
+    def detect(model, xa, mask, tokenizer):
+        heard_as = [first, second]
+        return heard_as, [{code: 0.9 if code == said else 0.1 / (len(codes) - 1) for code in codes}
+                          for said in heard_as]
+
+    monkeypatch.setattr(transcribe_module, "detect_language", detect)
+    languages = []
+    decode = transcribe_module.decode_features_with_fallback
+    monkeypatch.setattr(transcribe_module, "decode_features_with_fallback",
+                        lambda model, xa, mask, tokenizer, decoding, *args:
+                        languages.append(decoding.language) or decode(model, xa, mask, tokenizer, decoding, *args))
+    options = TranscribeOptions(DecodingOptions(ctc_weight=0.5), temperatures=(0.0,), no_speech_threshold=None,
+                                mask_padding=True, pieces=True)
+    result = transcribe(model, tokenizer, audio, options)
+    assert languages == [second] and result["language"] == second
+    # pieces of 1.2 and 2.6 s with their margins: the weighted mean of 0.1 and 0.9
+    assert result["language_probs"][second] == pytest.approx((1.2 * 0.1 + 2.6 * 0.9) / 3.8)
 
 
 def test_pieces_need_a_ctc_head(tokenizer):
