@@ -416,7 +416,7 @@ def _train_on(run: Run, batch: dict, window: "_Window") -> bool:
         counters.dropped_cuts[reason.split(":")[0]] += 1
     # One collective for both: every rank has cuts; no rank has a suspect that nothing can judge.
     suspects = [] if run.truncation is not None else [
-        cut_id for cut_id, suspect in zip(batch["cut_ids"], batch["suspects"]) if suspect]
+        cut_id for cut_id, suspect in zip(batch["cut_ids"], batch.get("suspects", ())) if suspect]
     has_cuts, judgeable = _agree_all([bool(batch["cut_ids"]), not suspects], run.device)
     if not judgeable:  # every rank stops
         where = f"cut {suspects[0]}" if suspects else "a cut"
