@@ -529,6 +529,7 @@ def _transcript_cues(path: Path, duration: float, report: ImportReport) -> list[
     for cue in bad:
         report.seen += 1
         report.skip(cue.reason, f"{path}:{cue.line}")
+    report.notes.extend(f"{path}:{cue.line}: {cue.note}" for cue in cues if cue.note)
     return cues
 
 
@@ -551,6 +552,7 @@ def _translation_cues(
         return []
     cues, bad = parse_cues(text, path.suffix.lower()[1:])
     report.notes.extend(f"{path}:{cue.line}: translation cue ignored: {cue.reason}" for cue in bad)
+    report.notes.extend(f"{path}:{cue.line}: translation cue {cue.note}" for cue in cues if cue.note)
     return cues
 
 

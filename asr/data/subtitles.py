@@ -7,11 +7,23 @@ parse, so this module splits the text into blocks itself (a block ends at a blan
 webvtt-py one block at a time: every cue keeps its line, and every block that is not a usable cue
 comes back as a `BadCue` with its line.
 
+Two habits of real subtitle files are mended rather than skipped:
+- A cue that starts at most ``MAX_OVERLAP`` before the previous cue ends (hand-timed files often
+  overlap by a few frames) is kept, and the previous cue ends where it starts; the previous cue's
+  ``note`` says so, for the importer's report.
+- Rolling captions (YouTube's automatic captions, roll-up TV captions) show each line twice: once
+  as it is said, then above the next line. A cue's leading lines that repeat the previous cue's
+  trailing lines are left out of its text, and a cue shorter than ``MAX_SNAPSHOT`` that only
+  repeats them (the 10 ms cues between two rolling ones) is skipped. In WebVTT the spec's own rule
+  holds that only an empty line ends a cue, so the lone space these files put after a timing
+  line does not take the cue's text from it.
+
     >>> cues, bad = parse_cues("1\\n00:00:01,000 --> 00:00:02,500\\n<i>Hello</i>\\nthere\\n", "srt")
     >>> cues
     [Cue(start=1.0, end=2.5, text='Hello there', line=2)]
 """
 
+import dataclasses
 import html
 import io
 import re
@@ -25,6 +37,9 @@ SUBTITLE_FORMATS = ("srt", "vtt")
 _VTT_OTHER_BLOCKS = ("WEBVTT", "NOTE", "STYLE", "REGION")
 # SubStation override tags that some SRT files carry, e.g. "{\an8}".
 _ASS_TAG = re.compile(r"\{\\[^}]*\}")
+MAX_OVERLAP = 0.5  # seconds: a cue starting this much before the previous one ends is kept, the other trimmed
+MAX_SNAPSHOT = 0.1  # seconds: a cue this short that repeats the previous one's last lines holds no speech of its own
+REPEATED = "cue only repeats the previous cue's last lines (rolling captions)"
 
 
 @dataclass(frozen=True)
@@ -33,6 +48,7 @@ class Cue:
     end: float  # seconds
     text: str  # markup stripped, the cue's lines joined with spaces
     line: int  # 1-based line of the cue's timing line ("... --> ...")
+    note: str | None = dataclasses.field(default=None, compare=False)  # how parsing changed it, if it did
 
 
 @dataclass(frozen=True)
@@ -45,35 +61,69 @@ def parse_cues(text: str, format: str) -> tuple[list[Cue], list[BadCue]]:
     """The cues of a subtitle file, in file order, and the blocks that are not usable cues.
 
     Left out, each as a `BadCue`: a block with no ``-->`` timing line, a timing webvtt-py cannot
-    parse, a cue without text, a cue that ends at or before its start, and a cue that starts
-    before the previous kept cue ends (overlap).
+    parse, a cue without text, a cue that ends at or before its start, a cue that starts more than
+    ``MAX_OVERLAP`` before the previous kept cue ends (or no later than it starts), and a short
+    cue that only repeats the one before (rolling captions; the module's docstring).
     """
     if format not in SUBTITLE_FORMATS:
         raise ValueError(f"subtitle format must be one of {SUBTITLE_FORMATS}, not {format!r}")
-    cues, bad = [], []
-    for first_line, block in _blocks(text):
+    cues, bad, previous_lines = [], [], ()
+    for first_line, block in _blocks(text, format):
         if format == "vtt" and block[0].startswith(_VTT_OTHER_BLOCKS):
             continue
-        cue = _parse_block(block, first_line, format)
-        if isinstance(cue, BadCue):
-            bad.append(cue)
-        elif cue.end <= cue.start:
-            bad.append(BadCue(cue.line, "cue ends at or before its start"))
-        elif cues and cue.start < cues[-1].end:
-            bad.append(BadCue(cue.line, "cue overlaps the previous cue"))
-        else:
-            cues.append(cue)
+        parsed = _parse_block(block, first_line, format)
+        if isinstance(parsed, BadCue):
+            bad.append(parsed)
+            previous_lines = ()
+            continue
+        cue, lines = parsed
+        new = lines[_repeated(previous_lines, lines):]
+        previous_lines = lines
+        if not new and cue.end - cue.start < MAX_SNAPSHOT:
+            bad.append(BadCue(cue.line, REPEATED))
+            continue
+        if new and len(new) < len(lines):
+            cue = dataclasses.replace(cue, text=" ".join(new))
+        problem = _timing_problem(cue, cues[-1] if cues else None)
+        if problem:
+            bad.append(BadCue(cue.line, problem))
+            continue
+        if cues and cue.start < cues[-1].end:
+            before = cues[-1]
+            cues[-1] = dataclasses.replace(before, end=cue.start, note=(
+                f"ends at {cue.start:.3f} s, not {before.end:.3f} s: the next cue (line {cue.line}) starts then"))
+        cues.append(cue)
     return cues, bad
 
 
-def _blocks(text: str):
-    """Yield (line number of the block's first line, the block's lines); blank lines separate blocks."""
+def _timing_problem(cue: Cue, previous: Cue | None) -> str | None:
+    if cue.end <= cue.start:
+        return "cue ends at or before its start"
+    if previous and cue.start < previous.end and (previous.end - cue.start > MAX_OVERLAP
+                                                  or cue.start <= previous.start):
+        return "cue overlaps the previous cue"
+    return None
+
+
+def _repeated(previous: tuple[str, ...], lines: tuple[str, ...]) -> int:
+    """How many of ``lines``' leading lines repeat ``previous``' trailing ones (rolling captions)."""
+    for n in range(min(len(previous), len(lines)), 0, -1):
+        if previous[-n:] == lines[:n]:
+            return n
+    return 0
+
+
+def _blocks(text: str, format: str):
+    """Yield (line number of the block's first line, the block's lines); blank lines separate blocks,
+    but for a WebVTT cue's whitespace-only line right after its timing (the module's docstring)."""
     block, first_line = [], 0
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             if not block:
                 first_line = number
             block.append(line.strip())
+        elif format == "vtt" and line and block and "-->" in block[-1]:
+            continue
         elif block:
             yield first_line, block
             block = []
@@ -81,7 +131,8 @@ def _blocks(text: str):
         yield first_line, block
 
 
-def _parse_block(block: list[str], first_line: int, format: str) -> Cue | BadCue:
+def _parse_block(block: list[str], first_line: int, format: str) -> tuple[Cue, tuple[str, ...]] | BadCue:
+    """The block's cue and its text lines (markup stripped), or why it is not one."""
     timing = next((i for i, line in enumerate(block[:2]) if "-->" in line), None)
     if timing is None:
         return BadCue(first_line, "no cue timing ('-->') in this block")
@@ -101,12 +152,14 @@ def _parse_block(block: list[str], first_line: int, format: str) -> Cue | BadCue
     if len(captions) != 1:
         return BadCue(line, f"cannot read the cue timing {block[timing]!r}")
     caption = captions[0]
-    text = " ".join(html.unescape(_ASS_TAG.sub("", caption.text)).split())
-    if not text:
+    lines = tuple(filter(None, (" ".join(html.unescape(_ASS_TAG.sub("", text)).split())
+                                for text in caption.text.split("\n"))))
+    if not lines:
         return BadCue(line, "cue without text")
-    return Cue(
+    cue = Cue(
         start=caption.start_time.in_milliseconds() / 1000,
         end=caption.end_time.in_milliseconds() / 1000,
-        text=text,
+        text=" ".join(lines),
         line=line,
     )
+    return cue, lines

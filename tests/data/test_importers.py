@@ -78,7 +78,7 @@ SRT = """1
 verkehrt herum
 
 3
-00:00:02,400 --> 00:00:04,000
+00:00:01,900 --> 00:00:04,000
 überlappt
 
 4
@@ -137,6 +137,80 @@ def test_parse_vtt():
     cues, bad = parse_cues(VTT, "vtt")
     assert cues == [Cue(1.0, 2.5, "Hello there, friend", line=7), Cue(62.0, 63.75, "karaoke style", line=11)]
     assert [(b.line, b.reason) for b in bad] == [(14, "cue without text"), (16, "cue ends at or before its start")]
+
+
+OVERLAPPING_SRT = """1
+00:00:01,000 --> 00:00:02,520
+First line.
+
+2
+00:00:02,500 --> 00:00:04,000
+Second line.
+
+3
+00:00:03,000 --> 00:00:05,000
+Said over it.
+"""
+
+
+def test_a_small_overlap_trims_the_cue_before_and_a_large_one_is_skipped():
+    cues, bad = parse_cues(OVERLAPPING_SRT, "srt")
+    assert [(c.start, c.end, c.text) for c in cues] == [(1.0, 2.5, "First line."), (2.5, 4.0, "Second line.")]
+    assert cues[0].note == "ends at 2.500 s, not 2.520 s: the next cue (line 6) starts then"
+    assert cues[1].note is None
+    assert [(b.line, b.reason) for b in bad] == [(10, "cue overlaps the previous cue")]  # 1 s over
+
+
+# YouTube's automatic captions: each line is shown twice, as it is said and then above the next one,
+# with 10 ms cues between; a lone space follows each timing line.
+ROLLING_VTT = """WEBVTT
+Kind: captions
+Language: en
+
+00:00:00.000 --> 00:00:02.350 align:start position:0%
+ 
+hello<00:00:00.480><c> world</c><00:00:01.020><c> this</c><00:00:01.500><c> is</c>
+
+00:00:02.350 --> 00:00:02.360 align:start position:0%
+hello world this is
+ 
+
+00:00:02.360 --> 00:00:04.700 align:start position:0%
+hello world this is
+a<00:00:02.900><c> test</c><00:00:03.300><c> of</c><00:00:03.800><c> captions</c>
+
+00:00:04.700 --> 00:00:04.710 align:start position:0%
+a test of captions
+ 
+
+00:00:04.710 --> 00:00:06.000 align:start position:0%
+a test of captions
+and<00:00:05.100><c> more</c>
+
+00:00:06.000 --> 00:00:07.000
+and more
+"""
+
+
+def test_rolling_captions_give_each_line_once():
+    cues, bad = parse_cues(ROLLING_VTT, "vtt")
+    assert [(c.start, c.end, c.text) for c in cues] == [
+        (0.0, 2.35, "hello world this is"),
+        (2.36, 4.7, "a test of captions"),
+        (4.71, 6.0, "and more"),
+        (6.0, 7.0, "and more"),  # as long as a word: said again, not a snapshot
+    ]
+    assert [(b.line, b.reason) for b in bad] == [
+        (9, "cue only repeats the previous cue's last lines (rolling captions)"),
+        (17, "cue only repeats the previous cue's last lines (rolling captions)"),
+    ]
+
+
+def test_a_subtitle_with_a_space_after_its_timing_line_keeps_its_text_only_in_webvtt():
+    text = "00:00:01.000 --> 00:00:02.000\n \nhello\n"
+    assert [c.text for c in parse_cues(text, "vtt")[0]] == ["hello"]
+    cues, bad = parse_cues(text, "srt")  # in SubRip a blank line with a space in it ends the cue
+    assert cues == [] and [b.reason for b in bad] == ["cue without text", "no cue timing ('-->') in this block"]
 
 
 # --- import_folder ------------------------------------------------------------------------------
@@ -274,6 +348,18 @@ two lines here
     (note,) = result.report.notes
     assert "talk.de.srt:20" in note and "clipped" in note
     assert_totals(result.report, seen=7, imported=3)
+
+
+def test_folder_notes_the_cues_it_trimmed(tmp_path):
+    write_audio(tmp_path / "talk.wav", 6.0)
+    write_text(tmp_path / "talk.en.srt", OVERLAPPING_SRT)
+    result = import_folder(tmp_path)
+    (cut,) = result.cuts
+    assert [(s.start, s.end) for s in cut.supervisions] == [(1.0, 2.5), (2.5, 4.0)]
+    assert result.report.notes == [
+        f"{tmp_path / 'talk.en.srt'}:2: ends at 2.500 s, not 2.520 s: the next cue (line 6) starts then"]
+    assert skipped(result.report, tmp_path) == {("cue overlaps the previous cue", "talk.en.srt:10")}
+    assert_totals(result.report, seen=3, imported=2)
 
 
 def test_folder_vtt(tmp_path):
