@@ -144,7 +144,10 @@ def _import(args, result: importers.ImportResult) -> int:
     cuts.to_file(args.out / "cuts.jsonl.gz")
     (args.out / "import_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     (args.out / "import_report.md").write_text(markdown)
-    print(f"{result.report.imported} imported, {len(result.report.skipped)} skipped -> {args.out / 'cuts.jsonl.gz'}")
+    annotations = sum(result.report.annotations.values())
+    print(f"{result.report.imported} imported, {len(result.report.skipped)} skipped"
+          + (f", {annotations} annotations left out of the texts" if annotations else "")
+          + f" -> {args.out / 'cuts.jsonl.gz'}")
     print(f"report: {args.out / 'import_report.md'}")
     return 0
 

@@ -28,11 +28,21 @@ channels, so a later stage can downmix.
 Times past the end of the audio: a cue or segment that starts at or after the end is skipped; one
 that only ends after it is clipped to the end, and the report's ``notes`` say so.
 
+Annotations: what a transcript marks but nobody says is left out of its text and counted in the
+report (``ImportReport.annotations``): spans in square brackets (``[Music]``, Kaldi's ``[noise]``),
+word-like tags in angle brackets (``<unk>``, ``<sil>``; markup such as ``<i>`` is dropped, its text
+kept) and, in subtitles, whose convention it is for sounds, spans in parentheses (``(laughs)``) and
+music notes. A text left empty (a cue that only says ``[Applause]``) is skipped as "only an
+annotation": its time holds no words to learn. ``<unk>`` stands for a word the transcriber could not
+make out; without it the text misses that word, a weak label of the kind cleaning and loss
+truncation judge.
+
 Languages: see `normalize_language`. An item whose language is not one of Whisper's
 (`asr.tokenizer.LANGUAGES`) is skipped with the reason "unknown language code 'xx'".
 """
 
 import csv
+import dataclasses
 import difflib
 import io
 import re
@@ -69,6 +79,13 @@ NO_LANGUAGE = "no language"
 SEVERAL_TRANSCRIPTS = "several transcripts for one audio"
 DUPLICATE = "duplicate id"
 AFTER_END = "starts at or after the end of the audio"
+ONLY_ANNOTATION = "only an annotation, no words"
+
+# Marked but not said (the module's docstring): every transcript's, and subtitles' own.
+# Each with the space before it, which goes too where no word follows ("Yes [laughs]." -> "Yes.").
+_ANNOTATIONS = re.compile(r"\s*(\[[^\[\]]*\]|</?[A-Za-z][\w-]*(?:\s[^<>]*)?>)")
+_SUBTITLE_ANNOTATIONS = re.compile(r"\s*(\[[^\[\]]*\]|</?[A-Za-z][\w-]*(?:\s[^<>]*)?>|\([^()]*\)|[♪♫]+)")
+_MARKUP = frozenset("b i u s em strong font span c v".split())  # tags around said words: only the tag goes
 
 
 class DataImportError(ValueError):
@@ -95,6 +112,7 @@ class ImportReport:
     cuts: int = 0
     skipped: list[Skipped] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # changes that kept the item, e.g. a clipped cue
+    annotations: Counter = field(default_factory=Counter)  # left out of the texts, lower case -> times
 
     def skip(self, reason: str, where: str, detail: str = "") -> None:
         self.skipped.append(Skipped(reason, where, detail))
@@ -105,7 +123,9 @@ class ImportReport:
 
     def to_dict(self) -> dict:
         """JSON-safe."""
-        return {**asdict(self), "skipped_by_reason": self.skipped_by_reason}
+        # asdict would rebuild the Counter from its items, counting the pairs
+        return {**asdict(self), "annotations": dict(self.annotations.most_common()),
+                "skipped_by_reason": self.skipped_by_reason}
 
     def to_markdown(self) -> str:
         lines = [
@@ -120,6 +140,10 @@ class ImportReport:
                 places = [s.where for s in self.skipped if s.reason == reason][:MARKDOWN_EXAMPLES]
                 more = ", ..." if count > len(places) else ""
                 lines.append(f"| {reason} | {count} | {', '.join(places)}{more} |")
+        if self.annotations:
+            common = ", ".join(f"`{a}` {n}" for a, n in self.annotations.most_common(MARKDOWN_NOTES))
+            more = ", ..." if len(self.annotations) > MARKDOWN_NOTES else ""
+            lines += ["", f"Annotations left out of the texts ({sum(self.annotations.values())}): {common}{more}"]
         if self.notes:
             lines += ["", "Notes:", *(f"- {note}" for note in self.notes[:MARKDOWN_NOTES])]
             if len(self.notes) > MARKDOWN_NOTES:
@@ -289,14 +313,41 @@ def _decode_lenient(data: bytes) -> str:
 _UNDECODED = re.compile("[\udc80-\udcff]")
 
 
-def _clean(text: str) -> str:
-    """Whitespace (line breaks included) collapsed to single spaces; _Skip if nothing is left."""
+def _clean(text: str, annotations: Counter | None = None, subtitles: bool = False) -> str:
+    """Whitespace (line breaks included) collapsed to single spaces and, where ``annotations`` counts
+    them, annotations left out (the module's docstring; ``subtitles``: theirs too); _Skip if nothing
+    is left."""
     if _UNDECODED.search(text):
         raise _Skip(BAD_UTF8)
-    text = " ".join(text.split())
-    if not text:
+    words = " ".join(text.split())
+    if not words:
         raise _Skip(EMPTY_TEXT)
-    return text
+    if annotations is None:
+        return words
+    words, found = without_annotations(words, subtitles)
+    annotations.update(found)
+    if found and not any(c.isalnum() for c in words):
+        raise _Skip(ONLY_ANNOTATION, repr(" ".join(text.split())))
+    return words
+
+
+def without_annotations(text: str, subtitles: bool = False) -> tuple[str, list[str]]:
+    """``text`` without its annotations (the module's docstring), and those left out, in lower case.
+
+        >>> without_annotations("[Music] (laughs) <i>Yes</i> ♪", subtitles=True)
+        ('Yes', ['[music]', '(laughs)', '♪'])
+    """
+    found = []
+
+    def replace(match: re.Match) -> str:
+        span, space = match.group(1), match.group()[: match.start(1) - match.start()]
+        if span.startswith("<") and span.strip("</>").split()[0].lower() in _MARKUP:
+            return space
+        found.append(span.lower())
+        after = match.string[match.end(): match.end() + 1]
+        return " " if after.isalnum() else ""
+
+    return " ".join((_SUBTITLE_ANNOTATIONS if subtitles else _ANNOTATIONS).sub(replace, text).split()), found
 
 
 def _fit(start: float, end: float, duration: float, where: str, report: ImportReport) -> tuple[float, float]:
@@ -498,13 +549,14 @@ def _import_audio_file(
         where = f"{transcript.path}:{cue.line}"
         try:
             start, end = _fit(cue.start, cue.end, recording.duration, where, report)
+            text = _clean(cue.text, report.annotations, subtitles=timed)
         except _Skip as skip:
             skip.record(report, where)
             continue
         id = f"{recording.id}-{len(supervisions):04d}" if timed else recording.id
         text_en = _translation_of(cue, english)
         language = transcript.language
-        supervisions.append(_supervision(id, recording, cue.text, language, source, start, end, translation=text_en))
+        supervisions.append(_supervision(id, recording, text, language, source, start, end, translation=text_en))
     return _cut(recording, supervisions) if supervisions else None
 
 
@@ -546,14 +598,20 @@ def _translation_cues(
     try:
         text = _read_text(path)
         if path.suffix.lower() == ".txt":
-            return [Cue(0.0, duration, _clean(text), line=1)]
+            return [Cue(0.0, duration, _clean(text, report.annotations), line=1)]
     except _Skip as skip:
         report.notes.append(f"{skip.where or path}: translation ignored: {skip.reason}")
         return []
     cues, bad = parse_cues(text, path.suffix.lower()[1:])
     report.notes.extend(f"{path}:{cue.line}: translation cue ignored: {cue.reason}" for cue in bad)
     report.notes.extend(f"{path}:{cue.line}: translation cue {cue.note}" for cue in cues if cue.note)
-    return cues
+    said = []
+    for cue in cues:
+        try:
+            said.append(dataclasses.replace(cue, text=_clean(cue.text, report.annotations, subtitles=True)))
+        except _Skip as skip:
+            report.notes.append(f"{path}:{cue.line}: translation cue ignored: {skip.reason}")
+    return said
 
 
 def _translation_of(cue: Cue, english: list[Cue]) -> str | None:
@@ -620,7 +678,7 @@ def import_tsv(
     for line, row in rows:
         report.seen += 1
         try:
-            cuts.append(_import_row(row, line, table, first_line))
+            cuts.append(_import_row(row, line, table, first_line, report))
         except _Skip as skip:
             skip.record(report, f"{path}:{line}")
     return _result(cuts, report)
@@ -667,14 +725,15 @@ def _find_columns(header: list[str], path: Path, default_language: str | None) -
     return columns
 
 
-def _import_row(row: list[str], line: int, table: _Table, first_line: dict[str, int]) -> MonoCut:
+def _import_row(row: list[str], line: int, table: _Table, first_line: dict[str, int],
+                report: ImportReport) -> MonoCut:
     """One row -> a cut with one supervision; `first_line` (recording id -> line) finds repeats."""
     if _UNDECODED.search("".join(row)):
         raise _Skip(BAD_UTF8)
     if len(row) != len(table.header):
         raise _Skip("wrong number of fields", f"{len(row)} fields; the header has {len(table.header)}")
     cell = {name: row[index].strip() for name, index in table.columns.items()}
-    text = _clean(cell["text"])
+    text = _clean(cell["text"], report.annotations)
     language = _language(cell.get("language"), table.language)
     # An absolute path stays as it is: root / "/abs" is "/abs".
     root = next((r for r in table.roots if (r / cell["path"]).is_file()), table.roots[0])
@@ -684,7 +743,7 @@ def _import_row(row: list[str], line: int, table: _Table, first_line: dict[str, 
         raise _Skip(DUPLICATE, f"{recording_id} is already on line {first_line[recording_id]}")
     recording = _probe(audio, recording_id)
     first_line[recording_id] = line
-    translation = " ".join(cell.get("translation", "").split()) or None
+    translation = without_annotations(" ".join(cell.get("translation", "").split()))[0] or None
     supervision = _supervision(
         recording_id, recording, text, language, table.source, speaker=cell.get("speaker"), translation=translation
     )
@@ -739,7 +798,7 @@ def import_kaldi(
             if recording_id is None:
                 raise _Skip("malformed line", "expected <utt> <recording> <start> <end>")
             recording = recordings.get(recording_id)
-            text = _kaldi_text(files["text"], utt, folder / "text")
+            text = _kaldi_text(files["text"], utt, folder / "text", report.annotations)
             language = _language(_kaldi_value(files["utt2lang"], utt), default)
             end = recording.duration if end is None else end
             start, end = _fit(start, end, recording.duration, where, report)
@@ -829,11 +888,11 @@ def _kaldi_value(entries: dict[str, _Entry], key: str) -> str | None:
     return entries[key].value if key in entries else None
 
 
-def _kaldi_text(texts: dict[str, _Entry], utt: str, path: Path) -> str:
+def _kaldi_text(texts: dict[str, _Entry], utt: str, path: Path, annotations: Counter) -> str:
     if utt not in texts:
         raise _Skip(NO_TRANSCRIPT, f"no line for {utt!r} in {path.name}")
     try:
-        return _clean(texts[utt].value)
+        return _clean(texts[utt].value, annotations)
     except _Skip as skip:
         raise _Skip(skip.reason, skip.detail, where=f"{path}:{texts[utt].line}")
 
@@ -932,7 +991,7 @@ def _check_supervisions(cut: MonoCut, default: str | None, report: ImportReport)
         report.seen += 1
         where = f"cut {cut.id}, supervision {supervision.id}"
         try:
-            text = _clean(supervision.text or "")
+            text = _clean(supervision.text or "", report.annotations)
             language = _language(supervision.language, default)
             start, end = _fit(supervision.start, supervision.end, cut.duration, where, report)
         except _Skip as skip:

@@ -14,6 +14,7 @@ from asr.data.importers import (
     import_tsv,
     normalize_language,
     prepare_recipe,
+    without_annotations,
 )
 from asr.data.subtitles import Cue, parse_cues
 
@@ -213,6 +214,23 @@ def test_a_subtitle_with_a_space_after_its_timing_line_keeps_its_text_only_in_we
     assert cues == [] and [b.reason for b in bad] == ["cue without text", "no cue timing ('-->') in this block"]
 
 
+@pytest.mark.parametrize(
+    "text, subtitles, said, left_out",
+    [
+        ("[Music] (laughs) <i>Yes</i> ♪", True, "Yes", ["[music]", "(laughs)", "♪"]),
+        ("HELLO <unk> WORLD [noise] <sil>", False, "HELLO WORLD", ["<unk>", "[noise]", "<sil>"]),
+        ("Yes [laughs].", False, "Yes.", ["[laughs]"]),  # the space before it goes too
+        ("Yes[noise]no", False, "Yes no", ["[noise]"]),  # between two words it leaves one
+        ("a <b>bold</b> move", False, "a bold move", []),  # markup: the tag goes, its text stays
+        ("♪ Happy birthday ♪", True, "Happy birthday", ["♪", "♪"]),  # sung words are heard
+        ("The city (population 5,000) grew.", False, "The city (population 5,000) grew.", []),  # read aloud
+        ("The city (population 5,000) grew.", True, "The city grew.", ["(population 5,000)"]),
+    ],
+)  # fmt: skip
+def test_annotations_are_left_out_of_the_text(text, subtitles, said, left_out):
+    assert without_annotations(text, subtitles) == (said, left_out)
+
+
 # --- import_folder ------------------------------------------------------------------------------
 
 
@@ -360,6 +378,47 @@ def test_folder_notes_the_cues_it_trimmed(tmp_path):
         f"{tmp_path / 'talk.en.srt'}:2: ends at 2.500 s, not 2.520 s: the next cue (line 6) starts then"]
     assert skipped(result.report, tmp_path) == {("cue overlaps the previous cue", "talk.en.srt:10")}
     assert_totals(result.report, seen=3, imported=2)
+
+
+def test_folder_counts_the_annotations_and_skips_a_cue_of_nothing_else(tmp_path):
+    write_audio(tmp_path / "show.wav", 6.0)
+    write_text(tmp_path / "show.en.srt", """1
+00:00:00,500 --> 00:00:01,500
+[MUSIC PLAYING]
+
+2
+00:00:02,000 --> 00:00:03,000
+(laughs) Yes, <i>of course</i>.
+
+3
+00:00:04,000 --> 00:00:05,000
+♪ la la ♪
+""")
+    result = import_folder(tmp_path)
+    (cut,) = result.cuts
+    assert [(s.start, s.text) for s in cut.supervisions] == [(2.0, "Yes, of course."), (4.0, "la la")]
+    assert skipped(result.report, tmp_path) == {("only an annotation, no words", "show.en.srt:2")}
+    assert result.report.annotations == {"[music playing]": 1, "(laughs)": 1, "♪": 2}
+    assert result.report.to_dict()["annotations"] == {"♪": 2, "[music playing]": 1, "(laughs)": 1}
+    assert "Annotations left out of the texts (4): `♪` 2, `[music playing]` 1, `(laughs)` 1" in (
+        result.report.to_markdown())
+    assert_totals(result.report, seen=3, imported=2)
+
+
+def test_kaldi_and_tables_leave_out_brackets_but_not_parentheses(tmp_path):
+    write_audio(tmp_path / "wav" / "r1.wav", 1.0)
+    write_audio(tmp_path / "wav" / "r2.wav", 1.0)
+    data = tmp_path / "data"
+    write_text(data / "wav.scp", f"r1 {tmp_path}/wav/r1.wav\nr2 {tmp_path}/wav/r2.wav\n")
+    write_text(data / "text", "r1 HELLO <unk> WORLD [noise]\nr2 [laughter]\n")
+    result = import_kaldi(data, language="en")
+    assert [c.supervisions[0].text for c in result.cuts] == ["HELLO WORLD"]
+    assert skipped(result.report, data) == {("only an annotation, no words", "text:2")}
+    assert result.report.annotations == {"<unk>": 1, "[noise]": 1, "[laughter]": 1}
+
+    table = write_text(tmp_path / "table.tsv", "path\ttext\nwav/r1.wav\tThe city (population 5,000) grew [sic].\n")
+    (cut,) = import_tsv(table, language="en").cuts
+    assert cut.supervisions[0].text == "The city (population 5,000) grew."
 
 
 def test_folder_vtt(tmp_path):
