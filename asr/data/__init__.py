@@ -21,7 +21,9 @@ Cut (one training example of at most 30 s; ``lhotse.MonoCut``)
                       (dropped sets only); ``transcript_dropped_by`` / ``transcript_dropped_reasons``:
                       the same for a cut kept with only its translation; ``suspect_by`` /
                       ``suspect_reasons``: the same for a cut kept for the model to judge (its transcript
-                      trains only where loss truncation finds it plausible; clean.defer_rules).
+                      trains only where loss truncation finds it plausible; clean.defer_rules);
+                      ``unlabelled``: on an imported recording, ``[[start, end], ...]`` s of speech
+                      whose item was skipped for its text, which windows keep out (asr.data.windows).
 
 The synthetic demo corpus also records the truth of each label it corrupted, in the supervision's
 ``custom``: ``corruption`` (None or the kind), ``true_text`` and ``true_language``, so that the

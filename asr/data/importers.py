@@ -37,6 +37,13 @@ annotation": its time holds no words to learn. ``<unk>`` stands for a word the t
 make out; without it the text misses that word, a weak label of the kind cleaning and loss
 truncation judge.
 
+Speech without its text: where a timed item is skipped for its text (a subtitle cue that overlaps
+another by more than it can be trimmed, a Kaldi segment without a usable line in ``text``, a lhotse
+supervision with an unknown language), its speech is still in the audio. The cut records that span
+in ``custom["unlabelled"]`` (``[[start, end], ...]`` in seconds), and `asr.data.windows` keeps it out
+of every window, so that no training window hears words its text lacks. A span that is only an
+annotation (``[Applause]``) holds no words and is not recorded.
+
 Languages: see `normalize_language`. An item whose language is not one of Whisper's
 (`asr.tokenizer.LANGUAGES`) is skipped with the reason "unknown language code 'xx'".
 """
@@ -391,8 +398,10 @@ def _supervision(
     )
 
 
-def _cut(recording: Recording, supervisions: list[SupervisionSegment]) -> MonoCut:
-    """All of a recording as one cut that reads channel 0 (see the module's docstring)."""
+def _cut(recording: Recording, supervisions: list[SupervisionSegment],
+         unlabelled: list[tuple[float, float]] = ()) -> MonoCut:
+    """All of a recording as one cut that reads channel 0, with the spans of speech left without
+    text (see the module's docstring)."""
     return MonoCut(
         id=recording.id,
         start=0.0,
@@ -400,7 +409,24 @@ def _cut(recording: Recording, supervisions: list[SupervisionSegment]) -> MonoCu
         channel=0,
         recording=recording,
         supervisions=supervisions,
+        custom=_with_unlabelled(None, unlabelled),
     )
+
+
+def _with_unlabelled(custom: dict | None, spans: list[tuple[float, float]]) -> dict | None:
+    """``custom`` with ``spans`` (where speech has no text) added under "unlabelled"."""
+    if not spans:
+        return custom
+    merged = [*(custom or {}).get("unlabelled", []), *([round(a, 3), round(b, 3)] for a, b in spans)]
+    return {**(custom or {}), "unlabelled": sorted(merged)}
+
+
+def _unlabelled(skip: "_Skip", start: float, end: float, duration: float, spans: list[tuple[float, float]]) -> None:
+    """Keep (start, end), clipped to the audio's ``duration``, as speech without text: an item skipped
+    for its text or language, unless for holding no words."""
+    start, end = max(start, 0.0), min(end, duration)
+    if skip.reason != ONLY_ANNOTATION and start < end:
+        spans.append((start, end))
 
 
 def _result(cuts: list[Cut], report: ImportReport) -> ImportResult:
@@ -536,7 +562,7 @@ def _import_audio_file(
         skip.record(report, str(audio))
         return None
     try:
-        cues = _transcript_cues(transcript.path, recording.duration, report)
+        cues, unlabelled = _transcript_cues(transcript.path, recording.duration, report)
     except _Skip as skip:
         report.seen += 1
         skip.record(report, str(transcript.path))
@@ -548,8 +574,13 @@ def _import_audio_file(
         report.seen += 1
         where = f"{transcript.path}:{cue.line}"
         try:
-            start, end = _fit(cue.start, cue.end, recording.duration, where, report)
             text = _clean(cue.text, report.annotations, subtitles=timed)
+        except _Skip as skip:
+            skip.record(report, where)
+            _unlabelled(skip, cue.start, cue.end, recording.duration, unlabelled)
+            continue
+        try:
+            start, end = _fit(cue.start, cue.end, recording.duration, where, report)
         except _Skip as skip:
             skip.record(report, where)
             continue
@@ -557,7 +588,7 @@ def _import_audio_file(
         text_en = _translation_of(cue, english)
         language = transcript.language
         supervisions.append(_supervision(id, recording, text, language, source, start, end, translation=text_en))
-    return _cut(recording, supervisions) if supervisions else None
+    return _cut(recording, supervisions, unlabelled) if supervisions else None
 
 
 def _choose_transcript(transcripts: list[_Transcript]) -> tuple[_Transcript, _Transcript | None] | None:
@@ -572,17 +603,19 @@ def _choose_transcript(transcripts: list[_Transcript]) -> tuple[_Transcript, _Tr
     return None
 
 
-def _transcript_cues(path: Path, duration: float, report: ImportReport) -> list[Cue]:
-    """A .txt as one cue over the whole audio, or a subtitle file's cues (bad ones reported)."""
+def _transcript_cues(path: Path, duration: float, report: ImportReport) -> tuple[list[Cue], list[tuple[float, float]]]:
+    """A .txt as one cue over the whole audio, or a subtitle file's cues (bad ones reported); and
+    the spans of the skipped cues whose speech is heard without text."""
     text = _read_text(path)
     if path.suffix.lower() == ".txt":
-        return [Cue(0.0, duration, _clean(text), line=1)]
+        return [Cue(0.0, duration, _clean(text), line=1)], []
     cues, bad = parse_cues(text, path.suffix.lower()[1:])
     for cue in bad:
         report.seen += 1
         report.skip(cue.reason, f"{path}:{cue.line}")
     report.notes.extend(f"{path}:{cue.line}: {cue.note}" for cue in cues if cue.note)
-    return cues
+    spans = [(max(0.0, a), min(b, duration)) for a, b in (cue.span for cue in bad if cue.span) if a < duration]
+    return cues, spans
 
 
 def _translation_cues(
@@ -792,18 +825,22 @@ def import_kaldi(
     utterances = _kaldi_utterances(folder, files["wav.scp"], report)
     recordings = _KaldiRecordings(files["wav.scp"], Path(audio_root) if audio_root is not None else folder)
     supervisions: dict[str, list[SupervisionSegment]] = {}
+    unlabelled: dict[str, list[tuple[float, float]]] = {}
     for utt, (recording_id, start, end, where) in utterances.items():
         report.seen += 1
+        recording = language = None
         try:
             if recording_id is None:
                 raise _Skip("malformed line", "expected <utt> <recording> <start> <end>")
             recording = recordings.get(recording_id)
+            end = recording.duration if end is None else end
             text = _kaldi_text(files["text"], utt, folder / "text", report.annotations)
             language = _language(_kaldi_value(files["utt2lang"], utt), default)
-            end = recording.duration if end is None else end
             start, end = _fit(start, end, recording.duration, where, report)
         except _Skip as skip:
             skip.record(report, where)
+            if recording is not None and language is None:  # its speech is there, without text
+                _unlabelled(skip, start, end, recording.duration, unlabelled.setdefault(recording_id, []))
             continue
         speaker = _kaldi_value(files["utt2spk"], utt)
         supervision = _supervision(utt, recording, text, language, source, start, end, speaker=speaker)
@@ -812,7 +849,7 @@ def import_kaldi(
         if utt not in utterances:
             report.seen += 1
             report.skip(NO_AUDIO, f"{folder / 'text'}:{entry.line}", f"no utterance {utt!r}")
-    cuts = [_cut(recordings.get(rec), sups) for rec, sups in supervisions.items()]
+    cuts = [_cut(recordings.get(rec), sups, unlabelled.get(rec, [])) for rec, sups in supervisions.items()]
     return _result(cuts, report)
 
 
@@ -922,7 +959,8 @@ def import_lhotse(
     imported = []
     for cut in cuts:
         for mono in _mono_cuts(cut, report):
-            imported.append(fastcopy(mono, supervisions=_check_supervisions(mono, default, report)))
+            supervisions, unlabelled = _check_supervisions(mono, default, report)
+            imported.append(fastcopy(mono, supervisions=supervisions, custom=_with_unlabelled(mono.custom, unlabelled)))
     return _result([cut for cut in imported if cut.supervisions], report)
 
 
@@ -984,25 +1022,30 @@ def _mono_cuts(cut: Cut, report: ImportReport) -> list[MonoCut]:
     return []
 
 
-def _check_supervisions(cut: MonoCut, default: str | None, report: ImportReport) -> list[SupervisionSegment]:
-    """The supervisions of `cut` that have text and a language, in this project's schema."""
-    kept = []
+def _check_supervisions(cut: MonoCut, default: str | None,
+                        report: ImportReport) -> tuple[list[SupervisionSegment], list[tuple[float, float]]]:
+    """The supervisions of `cut` that have text and a language, in this project's schema; and the
+    spans of those skipped for their text or language, whose speech stays in the audio."""
+    kept, unlabelled = [], []
     for supervision in cut.supervisions:
         report.seen += 1
         where = f"cut {cut.id}, supervision {supervision.id}"
+        language = None
         try:
             text = _clean(supervision.text or "", report.annotations)
             language = _language(supervision.language, default)
             start, end = _fit(supervision.start, supervision.end, cut.duration, where, report)
         except _Skip as skip:
             skip.record(report, where)
+            if language is None:  # its speech is there, without text
+                _unlabelled(skip, supervision.start, supervision.end, cut.duration, unlabelled)
             continue
         custom = {**(supervision.custom or {}), "source": "lhotse"}
         custom.setdefault("weak", True)
         kept.append(
             fastcopy(supervision, start=start, duration=end - start, text=text, language=language, custom=custom)
         )
-    return kept
+    return kept, unlabelled
 
 
 def prepare_recipe(

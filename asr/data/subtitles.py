@@ -55,6 +55,7 @@ class Cue:
 class BadCue:
     line: int  # 1-based
     reason: str
+    span: tuple[float, float] | None = None  # (start, end) s where speech is heard without this cue's text
 
 
 def parse_cues(text: str, format: str) -> tuple[list[Cue], list[BadCue]]:
@@ -86,7 +87,7 @@ def parse_cues(text: str, format: str) -> tuple[list[Cue], list[BadCue]]:
             cue = dataclasses.replace(cue, text=" ".join(new))
         problem = _timing_problem(cue, cues[-1] if cues else None)
         if problem:
-            bad.append(BadCue(cue.line, problem))
+            bad.append(BadCue(cue.line, problem, None if cue.end <= cue.start else (cue.start, cue.end)))
             continue
         if cues and cue.start < cues[-1].end:
             before = cues[-1]

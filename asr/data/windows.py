@@ -20,9 +20,15 @@ cut without segments. Silence longer than a window does not become no-speech win
 starts only at a segment. Overlapping segments stay whole too, but the speech of one that
 overlaps the next window's first segment is heard there without its text. A cut of at most
 `max_duration` passes through unchanged (no ``prev_text``).
+
+Speech without text (``custom["unlabelled"]``, spans the importer skipped; `asr.data.importers`) is
+kept out like a segment too long for a window: the window before a span ends where it starts, the
+next window starts at the first segment after it (without prev_text), and a cut that holds such a
+span is windowed whatever its length. The windows do not carry the key.
 """
 
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 from lhotse import CutSet
 from lhotse.cut import Cut
@@ -31,6 +37,13 @@ from lhotse.utils import fastcopy
 from asr.data.importers import Skipped
 
 MAX_DURATION = 30.0  # seconds: Whisper's input window
+
+
+class _Unlabelled(NamedTuple):
+    """A span of speech without text, which no window may hold."""
+
+    start: float
+    end: float
 
 
 @dataclass
@@ -48,7 +61,8 @@ class WindowReport:
 
 def window_cut(cut: Cut, max_duration: float = MAX_DURATION) -> tuple[list[Cut], list[Skipped]]:
     """`cut` as windows of at most `max_duration` s (or as it is when it fits); the segments left out."""
-    if cut.duration <= max_duration:
+    unlabelled = [_Unlabelled(*span) for span in (cut.custom or {}).get("unlabelled", [])]
+    if cut.duration <= max_duration and not unlabelled:
         return [cut], []
     if not cut.supervisions:
         return [], [Skipped(f"longer than {max_duration:g} s and no segments", f"cut {cut.id}")]
@@ -63,12 +77,14 @@ def window_cut(cut: Cut, max_duration: float = MAX_DURATION) -> tuple[list[Cut],
         if s.duration > max_duration
     ]
     windows, prev_text = [], None
-    for group, end, after_gap in _groups(segments, cut.duration, max_duration):
+    items = sorted([*segments, *unlabelled], key=lambda s: (s.start, s.end))
+    for group, end, after_gap in _groups(items, cut.duration, max_duration):
         start = group[0].start
         window = cut.truncate(
             offset=start, duration=end - start, keep_excessive_supervisions=False, preserve_id=True
         )
-        custom = {**(cut.custom or {}), "prev_text": None if after_gap else prev_text}
+        kept = {key: value for key, value in (cut.custom or {}).items() if key != "unlabelled"}
+        custom = {**kept, "prev_text": None if after_gap else prev_text}
         windows.append(fastcopy(window, id=f"{cut.id}_{round(start * 1000):08d}", custom=custom))
         prev_text = " ".join(s.text for s in group)
     return windows, skipped
@@ -77,16 +93,20 @@ def window_cut(cut: Cut, max_duration: float = MAX_DURATION) -> tuple[list[Cut],
 def _groups(segments: list, duration: float, max_duration: float):
     """Yield (the segments of a window, its end, whether a segment was skipped just before it).
 
-    `segments` are sorted by start. One longer than `max_duration` belongs to no window, and the
-    window before it ends where it starts: its speech has no text to go with it.
+    `segments` are sorted by start, spans of speech without text among them. Such a span, or a
+    segment longer than `max_duration`, belongs to no window, and the window before it ends where it
+    starts: its speech has no text to go with it.
     """
+    def left_out(item) -> bool:
+        return isinstance(item, _Unlabelled) or item.end - item.start > max_duration
+
     i, after_gap = 0, False
     while i < len(segments):
-        if segments[i].duration > max_duration:
+        if left_out(segments[i]):
             i, after_gap = i + 1, True
             continue
         start, j = segments[i].start, i + 1
-        while j < len(segments) and segments[j].end - start <= max_duration:  # a long one never fits
+        while j < len(segments) and not left_out(segments[j]) and segments[j].end - start <= max_duration:
             j += 1
         group = segments[i:j]
         following = segments[j].start if j < len(segments) else duration

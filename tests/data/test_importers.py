@@ -357,6 +357,7 @@ two lines here
         ("talk-0001", 4.0, 5.125, "zwei Zeilen hier", "de", "two lines here"),
         ("talk-0002", 9.5, 10.0, "über das Ende hinaus", "de", None),  # clipped to the audio
     ]
+    assert cut.custom == {"unlabelled": [[1.9, 4.0]]}  # the overlapping cue's speech, without its text
     assert skipped(result.report, tmp_path) == {
         ("cue ends at or before its start", "talk.de.srt:7"),
         ("cue overlaps the previous cue", "talk.de.srt:11"),
@@ -397,6 +398,7 @@ def test_folder_counts_the_annotations_and_skips_a_cue_of_nothing_else(tmp_path)
     result = import_folder(tmp_path)
     (cut,) = result.cuts
     assert [(s.start, s.text) for s in cut.supervisions] == [(2.0, "Yes, of course."), (4.0, "la la")]
+    assert cut.custom is None  # the music cue's time holds no words to keep out of the windows
     assert skipped(result.report, tmp_path) == {("only an annotation, no words", "show.en.srt:2")}
     assert result.report.annotations == {"[music playing]": 1, "(laughs)": 1, "♪": 2}
     assert result.report.to_dict()["annotations"] == {"♪": 2, "[music playing]": 1, "(laughs)": 1}
@@ -587,6 +589,7 @@ def test_kaldi_with_segments_and_utt2lang(tmp_path):
         ("u4", 9.5, 10.0, "vier", "de"),
         ("u5", 9.75, 10.0, "fünf", "de"),  # clipped, with a note
     ]
+    assert cut.custom == {"unlabelled": [[6.0, 7.0]]}  # u8's speech: its text is not UTF-8
     assert skipped(result.report, tmp_path) == {
         ("ends at or before its start", "segments:3"),
         ("missing audio", "segments:6"),
@@ -642,6 +645,7 @@ def test_import_lhotse_manifests(tmp_path):
     ]
     (note,) = result.report.notes
     assert "supervision m4: 1.500-2.500 s clipped" in note
+    assert result.cuts[0].custom == {"unlabelled": [[1.0, 2.0], [1.2, 1.7]]}  # m2 and m3: speech, no text
     assert_totals(result.report, seen=6, imported=4)
     again = import_lhotse(result.cuts, language="en")  # an imported CutSet imports as it is
     assert [s.language for c in again.cuts for s in c.supervisions] == ["he", "he", "en", "en"]

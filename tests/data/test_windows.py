@@ -3,6 +3,7 @@ import random
 import pytest
 from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
 from lhotse.audio import AudioSource
+from lhotse.utils import fastcopy
 
 from asr.data.windows import window_cut, window_cuts
 
@@ -80,6 +81,29 @@ def test_windows_stop_before_a_skipped_segment_and_restart_without_prev_text():
     ]
     assert [w.custom["prev_text"] for w in windows] == [None, None]
     assert [s.where for s in skipped] == ["cut gap, segment gap-01"]
+
+
+def test_speech_without_text_is_kept_out_of_every_window():
+    cut = long_cut("talk", 60.0, [(1.0, 5.0), (6.0, 9.0), (12.0, 20.0), (40.0, 44.0)])
+    cut = fastcopy(cut, custom={"unlabelled": [[9.5, 11.0], [30.0, 33.0]], "noise": "hum"})
+    windows, skipped = window_cut(cut)
+    assert [(w.start, w.duration, [s.id for s in w.supervisions]) for w in windows] == [
+        (1.0, pytest.approx(8.5), ["talk-00", "talk-01"]),  # ends where the speech without text starts
+        (12.0, pytest.approx(18.0), ["talk-02"]),  # runs on through silence up to the next span
+        (40.0, pytest.approx(20.0), ["talk-03"]),
+    ]
+    assert [w.custom["prev_text"] for w in windows] == [None, None, None]  # each after a span
+    assert all(w.custom == {"noise": "hum", "prev_text": None} for w in windows)
+    assert skipped == []  # the importer reported the spans' items
+
+
+def test_a_short_cut_with_speech_without_text_is_windowed_around_it():
+    cut = fastcopy(long_cut("short", 10.0, [(1.0, 4.0), (6.0, 9.0)]), custom={"unlabelled": [[4.5, 5.5]]})
+    windows, _ = window_cut(cut)
+    assert [(w.id, w.start, w.duration) for w in windows] == [
+        ("short_00001000", 1.0, pytest.approx(3.5)),
+        ("short_00006000", 6.0, pytest.approx(4.0)),
+    ]
 
 
 def test_short_cut_passes_unchanged_and_long_cut_without_segments_is_skipped():
