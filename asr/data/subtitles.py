@@ -7,7 +7,9 @@ parse, so this module splits the text into blocks itself (a block ends at a blan
 webvtt-py one block at a time: every cue keeps its line, and every block that is not a usable cue
 comes back as a `BadCue` with its line.
 
-Two habits of real subtitle files are mended rather than skipped:
+The dash that opens each speaker's line of a dialogue cue ("- Who?" / "- Me.") is left out: it
+marks a change of speaker, and nobody says it. Two habits of real subtitle files are mended rather
+than skipped:
 - A cue that starts at most ``MAX_OVERLAP`` before the previous cue ends (hand-timed files often
   overlap by a few frames) is kept, and the previous cue ends where it starts; the previous cue's
   ``note`` says so, for the importer's report.
@@ -37,6 +39,9 @@ SUBTITLE_FORMATS = ("srt", "vtt")
 _VTT_OTHER_BLOCKS = ("WEBVTT", "NOTE", "STYLE", "REGION")
 # SubStation override tags that some SRT files carry, e.g. "{\an8}".
 _ASS_TAG = re.compile(r"\{\\[^}]*\}")
+# A dash that opens a line of dialogue ("- Who?" / "- Me."): it marks who speaks, nobody says it.
+# A minus before a number stays.
+_DIALOGUE_DASH = re.compile(r"^[-–—]\s*(?=\D)")
 MAX_OVERLAP = 0.5  # seconds: a cue starting this much before the previous one ends is kept, the other trimmed
 MAX_SNAPSHOT = 0.1  # seconds: a cue this short that repeats the previous one's last lines holds no speech of its own
 REPEATED = "cue only repeats the previous cue's last lines (rolling captions)"
@@ -153,7 +158,7 @@ def _parse_block(block: list[str], first_line: int, format: str) -> tuple[Cue, t
     if len(captions) != 1:
         return BadCue(line, f"cannot read the cue timing {block[timing]!r}")
     caption = captions[0]
-    lines = tuple(filter(None, (" ".join(html.unescape(_ASS_TAG.sub("", text)).split())
+    lines = tuple(filter(None, (_DIALOGUE_DASH.sub("", " ".join(html.unescape(_ASS_TAG.sub("", text)).split()))
                                 for text in caption.text.split("\n"))))
     if not lines:
         return BadCue(line, "cue without text")

@@ -207,6 +207,12 @@ def test_rolling_captions_give_each_line_once():
     ]
 
 
+def test_dialogue_dashes_are_left_out_but_a_minus_stays():
+    cues, _ = parse_cues("1\n00:00:01,000 --> 00:00:03,000\n- Who is it?\n-It's me. \u2013 Come in.\n\n"
+                         "2\n00:00:04,000 --> 00:00:05,000\n-5 degrees - and falling\n", "srt")
+    assert [c.text for c in cues] == ["Who is it? It's me. \u2013 Come in.", "-5 degrees - and falling"]
+
+
 def test_a_subtitle_with_a_space_after_its_timing_line_keeps_its_text_only_in_webvtt():
     text = "00:00:01.000 --> 00:00:02.000\n \nhello\n"
     assert [c.text for c in parse_cues(text, "vtt")[0]] == ["hello"]
