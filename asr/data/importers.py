@@ -48,6 +48,7 @@ Languages: see `normalize_language`. An item whose language is not one of Whispe
 (`asr.tokenizer.LANGUAGES`) is skipped with the reason "unknown language code 'xx'".
 """
 
+import charset_normalizer
 import csv
 import dataclasses
 import difflib
@@ -302,14 +303,28 @@ def _first_line(error) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-def _read_text(path: Path) -> str:
-    """A UTF-8 text file (a BOM is dropped); _Skip naming the line of the first undecodable byte."""
+def _read_text(path: Path, notes: list[str]) -> str:
+    """A transcript or subtitle file's text: UTF-8, or what its byte order mark says (UTF-16 and
+    UTF-32 from Windows tools), or, where no byte of it is UTF-8's, the 8-bit code page that
+    charset-normalizer finds (old subtitle files: Windows-1252, -1251, ...; a note names it). A file
+    that is UTF-8 in part is broken, not another code: _Skip naming the line of its first bad byte."""
     data = path.read_bytes()
+    for bom, codec in _BOMS:
+        if data.startswith(bom):
+            return data.decode(codec)
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise _Skip(BAD_UTF8, f"byte {data[e.start]:#04x}", where=f"{path}:{line}")
+        bad = e.start
+    line = data[:bad].count(b"\n") + 1
+    skip = _Skip(BAD_UTF8, f"byte {data[bad]:#04x}", where=f"{path}:{line}")
+    if any(ord(c) > 0x7F and not _UNDECODED.match(c) for c in _decode_lenient(data)):
+        raise skip  # a UTF-8 sequence beside the bad byte
+    guess = charset_normalizer.from_bytes(data).best()
+    if guess is None:
+        raise skip
+    notes.append(f"{path}: not UTF-8 (byte {data[bad]:#04x} on line {line}); read as {guess.encoding}")
+    return str(guess)
 
 
 def _decode_lenient(data: bytes) -> str:
@@ -318,6 +333,9 @@ def _decode_lenient(data: bytes) -> str:
 
 
 _UNDECODED = re.compile("[\udc80-\udcff]")
+# Byte order marks, UTF-32's before UTF-16's, which begins the same.
+_BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
+         (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
 
 
 def _clean(text: str, annotations: Counter | None = None, subtitles: bool = False) -> str:
@@ -606,7 +624,7 @@ def _choose_transcript(transcripts: list[_Transcript]) -> tuple[_Transcript, _Tr
 def _transcript_cues(path: Path, duration: float, report: ImportReport) -> tuple[list[Cue], list[tuple[float, float]]]:
     """A .txt as one cue over the whole audio, or a subtitle file's cues (bad ones reported); and
     the spans of the skipped cues whose speech is heard without text."""
-    text = _read_text(path)
+    text = _read_text(path, report.notes)
     if path.suffix.lower() == ".txt":
         return [Cue(0.0, duration, _clean(text), line=1)], []
     cues, bad = parse_cues(text, path.suffix.lower()[1:])
@@ -629,7 +647,7 @@ def _translation_cues(
         report.notes.append(f"{path}: a .txt translation cannot be matched to timed cues; ignored")
         return []
     try:
-        text = _read_text(path)
+        text = _read_text(path, report.notes)
         if path.suffix.lower() == ".txt":
             return [Cue(0.0, duration, _clean(text, report.annotations), line=1)]
     except _Skip as skip:

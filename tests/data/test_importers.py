@@ -291,8 +291,8 @@ def test_folder_bad_items_are_skipped_and_counted(tmp_path):
     write_text(root / "zero.txt", "text of nothing")
     write_audio(root / "empty.wav", 0.5)
     write_text(root / "empty.txt", " \n\n")
-    write_audio(root / "latin1.wav", 0.5)
-    write_text(root / "latin1.txt", b"first line\nGr\xfc\xdfe\n")
+    write_audio(root / "broken.wav", 0.5)
+    write_text(root / "broken.txt", "first line, Grüße\n".encode() + b"Gr\xfc\xdfe\n")  # UTF-8, then not
     write_audio(root / "xx.wav", 0.5)
     write_text(root / "xx.xx.txt", "?")
     write_audio(root / "two.wav", 0.5)
@@ -312,7 +312,7 @@ def test_folder_bad_items_are_skipped_and_counted(tmp_path):
         ("unreadable audio", "fake.wav"),
         ("empty audio (0 samples)", "zero.wav"),
         ("empty transcript", "empty.txt"),
-        ("text is not valid UTF-8", "latin1.txt:2"),
+        ("text is not valid UTF-8", "broken.txt:2"),
         ("unknown language code 'xx'", "xx.xx.txt"),
         ("several transcripts for one audio", "two.de.txt"),
         ("several transcripts for one audio", "two.fr.txt"),
@@ -427,6 +427,19 @@ def test_kaldi_and_tables_leave_out_brackets_but_not_parentheses(tmp_path):
     table = write_text(tmp_path / "table.tsv", "path\ttext\nwav/r1.wav\tThe city (population 5,000) grew [sic].\n")
     (cut,) = import_tsv(table, language="en").cuts
     assert cut.supervisions[0].text == "The city (population 5,000) grew."
+
+
+def test_folder_reads_subtitles_in_other_encodings(tmp_path):
+    text = "1\n00:00:01,000 --> 00:00:02,000\nGrüße aus München, schöne Straße.\n\n" \
+           "2\n00:00:03,000 --> 00:00:04,000\nÄrger über Öl.\n"
+    for name, encoding in (("old", "cp1252"), ("windows", "utf-16")):
+        write_audio(tmp_path / f"{name}.wav", 5.0)
+        write_text(tmp_path / f"{name}.de.srt", text.encode(encoding))
+    result = import_folder(tmp_path)
+    assert [[s.text for s in cut.supervisions] for cut in result.cuts] == [
+        ["Grüße aus München, schöne Straße.", "Ärger über Öl."]] * 2
+    (note,) = result.report.notes  # the byte order mark says UTF-16; the code page is a guess
+    assert note.startswith(f"{tmp_path / 'old.de.srt'}: not UTF-8 (byte 0xfc on line 3); read as cp125")
 
 
 def test_folder_vtt(tmp_path):
