@@ -1,7 +1,8 @@
-"""Subtitles (SubRip ``.srt``, WebVTT ``.vtt``) -> timed cues, each with the line it came from.
+"""Subtitles (SubRip ``.srt``, WebVTT ``.vtt``, YouTube's SubViewer ``.sbv``) -> timed cues, each
+with the line it came from.
 
-webvtt-py parses each cue: SRT's ``00:01:02,500`` and VTT's ``00:01:02.500`` or short ``01:02.500``
-timestamps, cue numbers and identifiers, cue settings, and markup (``<i>``, ``<v Speaker>``,
+webvtt-py parses each cue: SRT's ``00:01:02,500``, VTT's ``00:01:02.500`` or short ``01:02.500``
+and SBV's ``0:01:02.500,0:01:04.000`` timestamps, cue numbers and identifiers, cue settings, and markup (``<i>``, ``<v Speaker>``,
 ``<c.yellow>``, ``<00:01.500>``). It reports no line numbers and quietly leaves out a cue it cannot
 parse, so this module splits the text into blocks itself (a block ends at a blank line) and gives
 webvtt-py one block at a time: every cue keeps its line, and every block that is not a usable cue
@@ -34,7 +35,8 @@ from dataclasses import dataclass
 import webvtt
 from webvtt.errors import MalformedCaptionError, MalformedFileError
 
-SUBTITLE_FORMATS = ("srt", "vtt")
+SUBTITLE_FORMATS = ("srt", "vtt", "sbv")
+_SBV_TIMING = re.compile(r"\d+:\d{2}:\d{2}\.\d{3},\d+:\d{2}:\d{2}\.\d{3}")
 # WebVTT blocks that hold no cue; they are not reported.
 _VTT_OTHER_BLOCKS = ("WEBVTT", "NOTE", "STYLE", "REGION")
 # SubStation override tags that some SRT files carry, e.g. "{\an8}".
@@ -137,11 +139,16 @@ def _blocks(text: str, format: str):
         yield first_line, block
 
 
+def _is_timing(line: str, format: str) -> bool:
+    return bool(_SBV_TIMING.fullmatch(line)) if format == "sbv" else "-->" in line
+
+
 def _parse_block(block: list[str], first_line: int, format: str) -> tuple[Cue, tuple[str, ...]] | BadCue:
     """The block's cue and its text lines (markup stripped), or why it is not one."""
-    timing = next((i for i, line in enumerate(block[:2]) if "-->" in line), None)
+    timing = next((i for i, line in enumerate(block[:2]) if _is_timing(line, format)), None)
     if timing is None:
-        return BadCue(first_line, "no cue timing ('-->') in this block")
+        return BadCue(first_line, "no cue timing ('-->') in this block" if format != "sbv" else
+                      "no cue timing ('0:00:01.000,0:00:02.000') in this block")
     line = first_line + timing
     if timing == len(block) - 1:
         return BadCue(line, "cue without text")
@@ -149,6 +156,8 @@ def _parse_block(block: list[str], first_line: int, format: str) -> tuple[Cue, t
         # webvtt-py's SRT reader wants the cue number first; some files leave it out.
         lines = ["0", *block] if timing == 0 else block
         source = io.StringIO("\n".join(lines) + "\n")
+    elif format == "sbv":
+        source = io.StringIO("\n".join(block[timing:]) + "\n")
     else:
         source = io.StringIO("WEBVTT\n\n" + "\n".join(block) + "\n")
     try:

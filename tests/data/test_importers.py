@@ -213,6 +213,13 @@ def test_dialogue_dashes_are_left_out_but_a_minus_stays():
     assert [c.text for c in cues] == ["Who is it? It's me. \u2013 Come in.", "-5 degrees - and falling"]
 
 
+def test_parse_sbv():
+    text = "0:00:01.000,0:00:02.500\nHello there\nfriend\n\n0:00:03.000\nno end\n\n0:01:03.000,0:01:04.250\nBye\n"
+    cues, bad = parse_cues(text, "sbv")
+    assert cues == [Cue(1.0, 2.5, "Hello there friend", line=1), Cue(63.0, 64.25, "Bye", line=8)]
+    assert [(b.line, b.reason) for b in bad] == [(5, "no cue timing ('0:00:01.000,0:00:02.000') in this block")]
+
+
 def test_a_subtitle_with_a_space_after_its_timing_line_keeps_its_text_only_in_webvtt():
     text = "00:00:01.000 --> 00:00:02.000\n \nhello\n"
     assert [c.text for c in parse_cues(text, "vtt")[0]] == ["hello"]
