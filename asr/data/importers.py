@@ -440,11 +440,17 @@ def _with_unlabelled(custom: dict | None, spans: list[tuple[float, float]]) -> d
 
 
 def _unlabelled(skip: "_Skip", start: float, end: float, duration: float, spans: list[tuple[float, float]]) -> None:
-    """Keep (start, end), clipped to the audio's ``duration``, as speech without text: an item skipped
-    for its text or language, unless for holding no words."""
+    """Keep (start, end) as speech without text: an item skipped for its text or language, unless for
+    holding no words."""
+    heard = _heard(start, end, duration)
+    if skip.reason != ONLY_ANNOTATION and heard:
+        spans.append(heard)
+
+
+def _heard(start: float, end: float, duration: float) -> tuple[float, float] | None:
+    """(start, end) clipped to audio of ``duration`` s; None where none of it is in the audio."""
     start, end = max(start, 0.0), min(end, duration)
-    if skip.reason != ONLY_ANNOTATION and start < end:
-        spans.append((start, end))
+    return (start, end) if start < end else None
 
 
 def _result(cuts: list[Cut], report: ImportReport) -> ImportResult:
@@ -632,8 +638,7 @@ def _transcript_cues(path: Path, duration: float, report: ImportReport) -> tuple
         report.seen += 1
         report.skip(cue.reason, f"{path}:{cue.line}")
     report.notes.extend(f"{path}:{cue.line}: {cue.note}" for cue in cues if cue.note)
-    spans = [(max(0.0, a), min(b, duration)) for a, b in (cue.span for cue in bad if cue.span) if a < duration]
-    return cues, spans
+    return cues, [heard for cue in bad if cue.span and (heard := _heard(*cue.span, duration))]
 
 
 def _translation_cues(
@@ -794,10 +799,10 @@ def _import_row(row: list[str], line: int, table: _Table, first_line: dict[str, 
         raise _Skip(DUPLICATE, f"{recording_id} is already on line {first_line[recording_id]}")
     recording = _probe(audio, recording_id)
     first_line[recording_id] = line
-    translation = without_annotations(" ".join(cell.get("translation", "").split()))[0] or None
-    supervision = _supervision(
-        recording_id, recording, text, language, table.source, speaker=cell.get("speaker"), translation=translation
-    )
+    translation, found = without_annotations(" ".join(cell.get("translation", "").split()))
+    report.annotations.update(found)
+    supervision = _supervision(recording_id, recording, text, language, table.source, speaker=cell.get("speaker"),
+                               translation=translation or None)
     return _cut(recording, [supervision])
 
 

@@ -2,11 +2,11 @@
 with the line it came from.
 
 webvtt-py parses each cue: SRT's ``00:01:02,500``, VTT's ``00:01:02.500`` or short ``01:02.500``
-and SBV's ``0:01:02.500,0:01:04.000`` timestamps, cue numbers and identifiers, cue settings, and markup (``<i>``, ``<v Speaker>``,
-``<c.yellow>``, ``<00:01.500>``). It reports no line numbers and quietly leaves out a cue it cannot
-parse, so this module splits the text into blocks itself (a block ends at a blank line) and gives
-webvtt-py one block at a time: every cue keeps its line, and every block that is not a usable cue
-comes back as a `BadCue` with its line.
+and SBV's ``0:01:02.500,0:01:04.000`` timestamps, cue numbers and identifiers, cue settings, and
+markup (``<i>``, ``<v Speaker>``, ``<c.yellow>``, ``<00:01.500>``). It reports no line numbers and
+quietly leaves out a cue it cannot parse, so this module splits the text into blocks itself (a block
+ends at a blank line) and gives webvtt-py one block at a time: every cue keeps its line, and every
+block that is not a usable cue comes back as a `BadCue` with its line.
 
 The dash that opens each speaker's line of a dialogue cue ("- Who?" / "- Me.") is left out: it
 marks a change of speaker, and nobody says it. Two habits of real subtitle files are mended rather
