@@ -1,5 +1,5 @@
-"""Subtitles (SubRip ``.srt``, WebVTT ``.vtt``, YouTube's SubViewer ``.sbv``) -> timed cues, each
-with the line it came from.
+"""Subtitles (SubRip ``.srt``, WebVTT ``.vtt``, YouTube's SubViewer ``.sbv``, SubStation Alpha
+``.ass`` / ``.ssa``) -> timed cues, each with the line it came from.
 
 webvtt-py parses each cue: SRT's ``00:01:02,500``, VTT's ``00:01:02.500`` or short ``01:02.500``
 and SBV's ``0:01:02.500,0:01:04.000`` timestamps, cue numbers and identifiers, cue settings, and
@@ -7,6 +7,13 @@ markup (``<i>``, ``<v Speaker>``, ``<c.yellow>``, ``<00:01.500>``). It reports n
 quietly leaves out a cue it cannot parse, so this module splits the text into blocks itself (a block
 ends at a blank line) and gives webvtt-py one block at a time: every cue keeps its line, and every
 block that is not a usable cue comes back as a `BadCue` with its line.
+
+SubStation Alpha files are read here: each ``Dialogue:`` line of the ``[Events]`` section is a cue,
+its fields named by the section's ``Format:`` line, what is in braces dropped (override tags such
+as ``{\\i1}``, notes) and ``\\N`` a line break. Events are taken in order of their start, as
+players show them. An event placed on the screen (``\\pos``, ``\\move``) or drawn (``\\p1``) is
+typesetting, a sign translated in the picture rather than speech: it is skipped as such.
+``Comment:`` lines are not events.
 
 The dash that opens each speaker's line of a dialogue cue ("- Who?" / "- Me.") is left out: it
 marks a change of speaker, and nobody says it. Two habits of real subtitle files are mended rather
@@ -35,7 +42,7 @@ from dataclasses import dataclass
 import webvtt
 from webvtt.errors import MalformedCaptionError, MalformedFileError
 
-SUBTITLE_FORMATS = ("srt", "vtt", "sbv")
+SUBTITLE_FORMATS = ("srt", "vtt", "sbv", "ass", "ssa")
 _SBV_TIMING = re.compile(r"\d+:\d{2}:\d{2}\.\d{3},\d+:\d{2}:\d{2}\.\d{3}")
 # WebVTT blocks that hold no cue; they are not reported.
 _VTT_OTHER_BLOCKS = ("WEBVTT", "NOTE", "STYLE", "REGION")
@@ -47,6 +54,12 @@ _DIALOGUE_DASH = re.compile(r"^[-–—]\s*(?=\D)")
 MAX_OVERLAP = 0.5  # seconds: a cue starting this much before the previous one ends is kept, the other trimmed
 MAX_SNAPSHOT = 0.1  # seconds: a cue this short that repeats the previous one's last lines holds no speech of its own
 REPEATED = "cue only repeats the previous cue's last lines (rolling captions)"
+TYPESETTING = "event placed or drawn on the screen (a sign, not speech)"
+# The fields of an [Events] section without a Format: line (ASS; SSA has Marked for Layer)
+_ASS_FIELDS = ("layer", "start", "end", "style", "name", "marginl", "marginr", "marginv", "effect", "text")
+_ASS_TIME = re.compile(r"(\d+):(\d{1,2}):(\d{1,2}(?:\.\d+)?)")
+_ASS_PLACED = re.compile(r"\{[^}]*\\(?:pos|move|p[1-9])")
+_ASS_BLOCK = re.compile(r"\{[^}]*\}")  # override tags, and the notes some files keep in braces
 
 
 @dataclass(frozen=True)
@@ -76,10 +89,7 @@ def parse_cues(text: str, format: str) -> tuple[list[Cue], list[BadCue]]:
     if format not in SUBTITLE_FORMATS:
         raise ValueError(f"subtitle format must be one of {SUBTITLE_FORMATS}, not {format!r}")
     cues, bad, previous_lines = [], [], ()
-    for first_line, block in _blocks(text, format):
-        if format == "vtt" and block[0].startswith(_VTT_OTHER_BLOCKS):
-            continue
-        parsed = _parse_block(block, first_line, format)
+    for parsed in _ass_events(text) if format in ("ass", "ssa") else _block_cues(text, format):
         if isinstance(parsed, BadCue):
             bad.append(parsed)
             previous_lines = ()
@@ -102,6 +112,46 @@ def parse_cues(text: str, format: str) -> tuple[list[Cue], list[BadCue]]:
                 f"ends at {cue.start:.3f} s, not {before.end:.3f} s: the next cue (line {cue.line}) starts then"))
         cues.append(cue)
     return cues, bad
+
+
+def _block_cues(text: str, format: str):
+    """Each block of a SubRip, WebVTT or SubViewer file: (its cue, its lines) or a `BadCue`."""
+    for first_line, block in _blocks(text, format):
+        if not (format == "vtt" and block[0].startswith(_VTT_OTHER_BLOCKS)):
+            yield _parse_block(block, first_line, format)
+
+
+def _ass_events(text: str) -> list:
+    """Each event of a SubStation Alpha file's [Events] section: (its cue, its lines) or a `BadCue`,
+    in order of start (the module's docstring)."""
+    events, section, fields = [], "", _ASS_FIELDS
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = line.lower()
+        elif section != "[events]" or ":" not in line:
+            continue
+        kind, _, rest = line.partition(":")
+        if kind.lower() == "format":
+            fields = tuple(name.strip().lower() for name in rest.split(","))
+        elif kind.lower() == "dialogue":
+            events.append(_ass_event(dict(zip(fields, rest.strip().split(",", len(fields) - 1))), number))
+    return sorted(events, key=lambda e: (e[0].start, e[0].line) if isinstance(e, tuple) else (-1, e.line))
+
+
+def _ass_event(event: dict[str, str], number: int) -> tuple[Cue, tuple[str, ...]] | BadCue:
+    times = [_ASS_TIME.fullmatch(event.get(key, "").strip()) for key in ("start", "end")]
+    if not all(times) or "text" not in event:
+        return BadCue(number, f"cannot read the event's times {event.get('start')!r}, {event.get('end')!r}")
+    raw = event["text"]
+    if _ASS_PLACED.search(raw):
+        return BadCue(number, TYPESETTING)
+    start, end = (int(h) * 3600 + int(m) * 60 + float(sec) for h, m, sec in (t.groups() for t in times))
+    unescaped = _ASS_BLOCK.sub("", raw).replace("\\h", " ").replace("\\n", "\\N").split("\\N")
+    lines = tuple(filter(None, (_DIALOGUE_DASH.sub("", " ".join(html.unescape(part).split())) for part in unescaped)))
+    if not lines:
+        return BadCue(number, "cue without text")
+    return Cue(round(start, 3), round(end, 3), " ".join(lines), line=number), lines
 
 
 def _timing_problem(cue: Cue, previous: Cue | None) -> str | None:

@@ -220,6 +220,44 @@ def test_parse_sbv():
     assert [(b.line, b.reason) for b in bad] == [(5, "no cue timing ('0:00:01.000,0:00:02.000') in this block")]
 
 
+ASS = r"""[Script Info]
+Title: a test
+ScriptType: v4.00+
+
+[V4+ Styles]
+Format: Name, Fontname, Fontsize
+Style: Default,Arial,20
+
+[Events]
+Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text
+Dialogue: 0,0:00:05.00,0:00:06.50,Default,,0,0,0,,{\i1}Later{\i0}, with a comma,\Nand a second line
+Comment: 0,0:00:01.00,0:00:02.00,Default,,0,0,0,,not shown
+Dialogue: 0,0:00:01.00,0:00:02.25,Default,Ann,0,0,0,,- First.\N- Second.{a note}
+Dialogue: 0,0:00:01.50,0:00:04.00,Sign,,0,0,0,,{\pos(320,50)}CAFÉ
+Dialogue: 0,0:00:07.00,0:00:08.00,Default,,0,0,0,,{\p1}m 0 0 l 100 0 100 100{\p0}
+Dialogue: 0,0:00:09.00,x,Default,,0,0,0,,broken
+"""
+
+
+def test_parse_ass():
+    cues, bad = parse_cues(ASS, "ass")
+    assert cues == [Cue(1.0, 2.25, "First. Second.", line=13),
+                    Cue(5.0, 6.5, "Later, with a comma, and a second line", line=11)]
+    assert sorted((b.line, b.reason) for b in bad) == [
+        (14, "event placed or drawn on the screen (a sign, not speech)"),
+        (15, "event placed or drawn on the screen (a sign, not speech)"),
+        (16, "cannot read the event's times '0:00:09.00', 'x'"),
+    ]
+
+
+def test_folder_reads_substation_alpha(tmp_path):
+    write_audio(tmp_path / "episode.wav", 10.0)
+    write_text(tmp_path / "episode.en.ass", ASS)
+    (cut,) = import_folder(tmp_path).cuts
+    assert [(s.start, s.end, s.text) for s in cut.supervisions] == [
+        (1.0, 2.25, "First. Second."), (5.0, 6.5, "Later, with a comma, and a second line")]
+
+
 def test_a_subtitle_with_a_space_after_its_timing_line_keeps_its_text_only_in_webvtt():
     text = "00:00:01.000 --> 00:00:02.000\n \nhello\n"
     assert [c.text for c in parse_cues(text, "vtt")[0]] == ["hello"]
