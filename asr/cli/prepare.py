@@ -141,6 +141,11 @@ def _import(args, result: importers.ImportResult) -> int:
                      f"{len(windows.skipped)} segments left out.\n")
         for skipped in windows.skipped:
             markdown += f"- {skipped.reason}: {skipped.where} {skipped.detail}\n"
+    elif unlabelled := sum(bool((cut.custom or {}).get("unlabelled")) for cut in cuts):
+        warning = (f"{unlabelled} cuts hold speech without text (custom['unlabelled']: items skipped for "
+                   f"their text); without windows it stays in them: run without --no-window to keep it out")
+        markdown += f"\n\nWarning: {warning}.\n"
+        print(f"warning: {warning}", file=sys.stderr)
     cuts.to_file(args.out / "cuts.jsonl.gz")
     (args.out / "import_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     (args.out / "import_report.md").write_text(markdown)

@@ -36,6 +36,23 @@ def test_folder_import_windows_long_recordings_and_reports(tmp_path, capsys):
     assert "skipped" in capsys.readouterr().out
 
 
+def test_folder_import_keeps_speech_without_text_out_and_warns_without_windows(tmp_path, capsys):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    noise(folder / "talk.wav", 12.0)
+    # the second cue starts 2 s before the first ends: skipped, its speech heard without text
+    (folder / "talk.srt").write_text(srt([(1.0, 4.0, "Eins"), (2.0, 6.0, "Zwei"), (8.0, 11.0, "Drei")]))
+
+    assert main(["folder", str(folder), "--out", str(tmp_path / "windows"), "--language", "de"]) == 0
+    windows = CutSet.from_file(tmp_path / "windows" / "cuts.jsonl.gz")
+    assert [(w.start, w.end, [s.text for s in w.supervisions]) for w in windows] == [
+        (1.0, 4.0, ["Eins"]), (8.0, 12.0, ["Drei"])]
+
+    assert main(["folder", str(folder), "--out", str(tmp_path / "whole"), "--language", "de", "--no-window"]) == 0
+    assert "1 cuts hold speech without text" in capsys.readouterr().err
+    assert "Warning: 1 cuts hold speech without text" in (tmp_path / "whole" / "import_report.md").read_text()
+
+
 def test_tsv_then_shar_then_tokenizer(tmp_path):
     for i in range(3):
         noise(tmp_path / f"a{i}.wav", 1.0)
