@@ -43,6 +43,9 @@ import webvtt
 from webvtt.errors import MalformedCaptionError, MalformedFileError
 
 SUBTITLE_FORMATS = ("srt", "vtt", "sbv", "ass", "ssa")
+# A timestamp as files write it: hours optional, one or two digits, a comma or a full stop before a
+# fraction of any length (the formats want 00:00:01,500 or 00:00:01.500; _canonical makes it so).
+_TIMESTAMP = re.compile(r"(?<![\d:])(?:(\d+):)?(\d{1,2}):(\d{1,2})[,.](\d+)(?!\d)")
 _SBV_TIMING = re.compile(r"\d+:\d{2}:\d{2}\.\d{3},\d+:\d{2}:\d{2}\.\d{3}")
 # WebVTT blocks that hold no cue; they are not reported.
 _VTT_OTHER_BLOCKS = ("WEBVTT", "NOTE", "STYLE", "REGION")
@@ -189,6 +192,14 @@ def _blocks(text: str, format: str):
         yield first_line, block
 
 
+def _canonical(stamp: re.Match, format: str) -> str:
+    """A timestamp as webvtt-py reads it: hours given, two-digit minutes and seconds, and the fraction
+    as milliseconds (SRT's ``01,5`` is 1.5 s, not 1.005), with the separator of ``format``."""
+    hours, minutes, seconds, fraction = stamp.groups()
+    separator = "," if format == "srt" else "."
+    return f"{int(hours or 0):02d}:{int(minutes):02d}:{int(seconds):02d}{separator}{(fraction + '00')[:3]}"
+
+
 def _is_timing(line: str, format: str) -> bool:
     return bool(_SBV_TIMING.fullmatch(line)) if format == "sbv" else "-->" in line
 
@@ -202,6 +213,9 @@ def _parse_block(block: list[str], first_line: int, format: str) -> tuple[Cue, t
     line = first_line + timing
     if timing == len(block) - 1:
         return BadCue(line, "cue without text")
+    original = block[timing]
+    if format != "sbv":
+        block = [*block[:timing], _TIMESTAMP.sub(lambda m: _canonical(m, format), original), *block[timing + 1:]]
     if format == "srt":
         # webvtt-py's SRT reader wants the cue number first; some files leave it out.
         lines = ["0", *block] if timing == 0 else block
@@ -215,7 +229,7 @@ def _parse_block(block: list[str], first_line: int, format: str) -> tuple[Cue, t
     except (MalformedCaptionError, MalformedFileError, ValueError):
         captions = []
     if len(captions) != 1:
-        return BadCue(line, f"cannot read the cue timing {block[timing]!r}")
+        return BadCue(line, f"cannot read the cue timing {original!r}")
     caption = captions[0]
     lines = tuple(filter(None, (_DIALOGUE_DASH.sub("", " ".join(html.unescape(_ASS_TAG.sub("", text)).split()))
                                 for text in caption.text.split("\n"))))

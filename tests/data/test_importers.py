@@ -213,6 +213,21 @@ def test_dialogue_dashes_are_left_out_but_a_minus_stays():
     assert [c.text for c in cues] == ["Who is it? It's me. \u2013 Come in.", "-5 degrees - and falling"]
 
 
+@pytest.mark.parametrize(
+    "timing, format, start, end",
+    [
+        ("00:00:01,5 --> 00:00:02,25", "srt", 1.5, 2.25),  # a short fraction is tenths, hundredths
+        ("0:00:01.000 --> 0:00:02.000", "srt", 1.0, 2.0),  # one-digit hours, a full stop
+        ("00:01,000-->00:02,000", "srt", 1.0, 2.0),  # no hours, no spaces
+        ("00:00:01,1234 --> 00:00:02,000", "srt", 1.123, 2.0),
+        ("00:00:01,000 --> 00:00:02,000", "vtt", 1.0, 2.0),  # SubRip's comma in WebVTT
+    ],
+)  # fmt: skip
+def test_timings_as_files_write_them(timing, format, start, end):
+    cues, bad = parse_cues(f"{timing}\nHallo\n", format)
+    assert [(c.start, c.end) for c in cues] == [(start, end)] and bad == []
+
+
 def test_parse_sbv():
     text = "0:00:01.000,0:00:02.500\nHello there\nfriend\n\n0:00:03.000\nno end\n\n0:01:03.000,0:01:04.250\nBye\n"
     cues, bad = parse_cues(text, "sbv")
