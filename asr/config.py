@@ -275,6 +275,13 @@ class CleanConfig:
     punctuation_min_words: int = 20
     punctuation_min_chars: int = 40  # in scripts written without spaces
     punctuation_exempt_languages: tuple[str, ...] = ("th", "lo")  # written without punctuation
+    # A language's own style: where more than style_majority of the texts a style rule (upper_case,
+    # lower_case, no_punctuation) judges in one language break it, and at least style_min_texts are
+    # judged, that is how the corpus writes the language (LibriSpeech: upper case, no punctuation), not
+    # a sign of machine transcripts: the rule is off for that language, and the report says so. 1.0
+    # never turns a rule off.
+    style_majority: float = 0.5
+    style_min_texts: int = 50
 
     # language_mismatch: py3langid, restricted to lid_languages (default: the labelled languages found
     # in the input) plus English, judges texts of at least lid_min_words words (lid_min_chars characters

@@ -25,9 +25,16 @@ measured on its own::
                        often as a clean single clip (each sentence is one more chance to stray)
     upper_case         its text is all upper case            } Whisper's signs of a machine-generated
     lower_case         its text is all lower case            } transcript; case is judged only in scripts
-    no_punctuation     a long text has no punctuation at all } that have it (Latin, Greek, Cyrillic, Armenian)
+    no_punctuation     a long text has no punctuation at all } that have it (Latin, Greek, Cyrillic, Armenian),
+                                                               and not where it is the language's own style
     language_mismatch  a supervision's text is identified (py3langid) as another language than its label
     duplicate_text     a supervision's normalised text is on more than duplicate_max_copies recordings
+
+A language's own style. Where most of the texts a style rule judges in one language break it (more than
+``style_majority`` of at least ``style_min_texts``: a corpus normalised by design, such as LibriSpeech's
+upper case without punctuation), the break is how the corpus writes, not a sign of a machine
+transcript, and dropping it would drop the language: the rule is off for that language. The report
+lists each rule turned off, with its counts (``house_style``).
 
 Audio comes first (bad audio is bad whatever its text says), then whether there is a text at all,
 then its size, its style and its language; duplicates need the whole corpus, so they come last.
@@ -92,8 +99,8 @@ than ``duplicate_max_copies`` different recordings (subtitle boilerplate, one tr
 many clips) loses every copy: which copy is right, if any, is unknown. Texts shorter than
 ``duplicate_min_chars`` normalised characters ("thank you very much") are never grouped. Corpora of read
 prompts, where many speakers read the same sentence (Common Voice), need this rule off or a larger
-``duplicate_max_copies``; likewise corpora normalised by design (LibriSpeech is upper case without
-punctuation) need the case and punctuation rules off.
+``duplicate_max_copies``. Corpora normalised by design (LibriSpeech is upper case without
+punctuation) keep their texts: see "A language's own style" above.
 
 The input is read once, or twice when duplicates are checked or the language-ID candidates come from
 the corpus (the first pass gathers texts and languages); kept and dropped cuts are held in memory.
@@ -130,7 +137,7 @@ from tqdm import tqdm
 from asr.config import TRANSCRIPT_RULES, CleanConfig
 from asr.data import is_nospeech, is_suspect, is_translation_only
 
-RULES_VERSION = 2  # bump when the same config would keep other cuts (the main job redoes its cleaning)
+RULES_VERSION = 3  # bump when the same config would keep other cuts (the main job redoes its cleaning)
 MAD_TO_SIGMA = 0.6745  # standard deviations in one median absolute deviation of a normal distribution
 RULES = (
     "duration",
@@ -286,6 +293,7 @@ class _Context:
     rate_stats: dict[str, tuple[float, float]] = field(default_factory=dict)  # language -> median, MAD
     translation_rate_stats: dict[str, tuple[float, float]] = field(default_factory=dict)  # the same, of translations
     casing: dict[str, _Casing] = field(default_factory=dict)  # language -> its normally cased texts' habits
+    house_style: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)  # see _house_style
 
 
 def _text(cut: Cut) -> str:
@@ -387,21 +395,53 @@ def _rate_statistics(log_rates: dict[str, list[float]], min_count: int) -> dict[
 
 
 def _upper_case(cut: Cut, ctx: _Context) -> str | None:
-    letters = _cased_letters(_text(cut), ctx.config.case_min_words)
-    return "upper_case" if letters and all(c.isupper() for c in letters) else None
+    return _style_rule("upper_case", cut, ctx)
 
 
 def _lower_case(cut: Cut, ctx: _Context) -> str | None:
-    letters = _cased_letters(_text(cut), ctx.config.case_min_words)
-    return "lower_case" if letters and all(c.islower() for c in letters) else None
+    return _style_rule("lower_case", cut, ctx)
 
 
 def _no_punctuation(cut: Cut, ctx: _Context) -> str | None:
-    config, text = ctx.config, _text(cut)
-    if any(s.language in config.punctuation_exempt_languages for s in cut.supervisions):
-        return None
-    long_enough = _long_enough(text, config.punctuation_min_words, config.punctuation_min_chars)
-    return "no_punctuation" if long_enough and not any(map(_is_punctuation, text)) else None
+    return _style_rule("no_punctuation", cut, ctx)
+
+
+# The rules that judge a text's style, and their switches in CleanConfig.
+_STYLE_RULES = {"upper_case": "check_upper_case", "lower_case": "check_lower_case", "no_punctuation": "check_punctuation"}
+
+
+def _style_rule(rule: str, cut: Cut, ctx: _Context) -> str | None:
+    """``rule`` if it judges ``cut`` and fires, unless it is off for the cut's language (its own style)."""
+    fires = _style_verdicts(cut, ctx.config).get(rule)
+    return rule if fires and rule not in ctx.house_style.get(_language(cut), {}) else None
+
+
+def _style_verdicts(cut: Cut, config: CleanConfig) -> dict[str, bool]:
+    """The style rules that judge ``cut``'s text (long enough, in a script that has what they look at),
+    and whether each fires."""
+    text, verdicts = _text(cut), {}
+    letters = _cased_letters(text, config.case_min_words)
+    if letters:
+        verdicts["upper_case"] = all(c.isupper() for c in letters)
+        verdicts["lower_case"] = all(c.islower() for c in letters)
+    exempt = any(s.language in config.punctuation_exempt_languages for s in cut.supervisions)
+    if not exempt and _long_enough(text, config.punctuation_min_words, config.punctuation_min_chars):
+        verdicts["no_punctuation"] = not any(map(_is_punctuation, text))
+    return verdicts
+
+
+def _house_style(counts: dict[str, Counter], config: CleanConfig) -> dict[str, dict[str, tuple[int, int]]]:
+    """language -> {style rule: (texts it judged, texts that broke it)} for the rules that are off for
+    the language: most of the texts they judge break them (module docstring). ``counts``: language ->
+    Counter of (rule, fired) from ``_style_verdicts``."""
+    off = {}
+    rules = [rule for rule, switch in _STYLE_RULES.items() if getattr(config, switch)]
+    for language, counter in counts.items():
+        for rule in rules:
+            judged, fired = counter[(rule, True)] + counter[(rule, False)], counter[(rule, True)]
+            if judged >= config.style_min_texts and fired > config.style_majority * judged:
+                off.setdefault(language, {})[rule] = (judged, fired)
+    return off
 
 
 def _language_mismatch(cut: Cut, ctx: _Context) -> str | None:
@@ -615,6 +655,7 @@ class CleanReport:
     dropped_by: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     fired: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     evaluation: dict[str, Any] = field(default_factory=dict)  # evaluate_cleaning's figures, when known
+    house_style: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)  # rules off per language
 
     def count(self, language: str, reasons: list[str], translated: bool, translation_only: bool = False,
               repaired: bool = False, deferred: bool = False) -> None:
@@ -644,6 +685,9 @@ class CleanReport:
             "deferred": _with_total(+self.deferred),
             "dropped_by": {rule: _with_total(self.dropped_by[rule]) for rule in self.rules},
             "fired": {rule: _with_total(self.fired[rule]) for rule in self.rules},
+            "house_style": {language: {rule: {"judged": judged, "broke": broke}
+                                       for rule, (judged, broke) in rules.items()}
+                            for language, rules in sorted(self.house_style.items())},
             "evaluation": self.evaluation,
             "config": self.config,
         }
@@ -676,6 +720,12 @@ class CleanReport:
             "",
             *_table(languages, report["fired"]),
         ]
+        if self.house_style:
+            lines += ["", "## Rules off where they are the language's own style", "",
+                      "Most of the texts these rules judge in the language break them (clean.style_majority):", ""]
+            lines += [f"- {language}: {rule}, {judged - broke} of {judged} judged texts keep it"
+                      for language, rules in sorted(self.house_style.items())
+                      for rule, (judged, broke) in rules.items()]
         if self.evaluation:
             lines += ["", *_evaluation_markdown(self.evaluation)]
         return "\n".join(lines) + "\n"
@@ -776,14 +826,17 @@ class _Survey:
     rate_stats: dict[str, tuple[float, float]]  # language -> median and MAD of log(characters per second)
     translation_rate_stats: dict[str, tuple[float, float]]  # the same for the translations, by labelled language
     casing: dict[str, _Casing] = field(default_factory=dict)  # language -> its normally cased texts' habits
+    style: dict[str, Counter] = field(default_factory=dict)  # language -> (style rule, fired) -> texts
 
 
 def _survey(cuts: Iterable[Cut], config: CleanConfig) -> _Survey:
     """First pass over the corpus, for the rules that judge a cut against the others."""
     languages, recordings_by_text = set(), defaultdict(set)
     log_rates, translation_log_rates = defaultdict(list), defaultdict(list)
-    casing = defaultdict(_Casing)
+    casing, style = defaultdict(_Casing), defaultdict(Counter)
     for cut in cuts:
+        if not is_nospeech(cut):
+            style[_language(cut)].update(_style_verdicts(cut, config).items())
         for sup in cut.supervisions:
             languages.add(sup.language)
             if config.repair_case and _normally_cased(sup.text or ""):
@@ -797,14 +850,15 @@ def _survey(cuts: Iterable[Cut], config: CleanConfig) -> _Survey:
                 translation_log_rates[sup.language].append(_log_rate(sup, _translation_of(sup)))
     overused = frozenset(k for k, ids in recordings_by_text.items() if len(ids) > config.duplicate_max_copies)
     return _Survey(languages - {None}, overused, _rate_statistics(log_rates, config.rate_outlier_min_count),
-                   _rate_statistics(translation_log_rates, config.rate_outlier_min_count), dict(casing))
+                   _rate_statistics(translation_log_rates, config.rate_outlier_min_count), dict(casing), dict(style))
 
 
 def _context(cuts: Iterable[Cut], config: CleanConfig, tokenizer: TextEncoder | None) -> _Context:
     languages = set(config.lid_languages)
     survey = _Survey(set(), frozenset(), {}, {})
+    styles = config.check_upper_case or config.check_lower_case or config.check_punctuation
     if (config.check_duplicates or config.check_rate_outliers or config.keep_translations or config.repair_case
-            or config.defer_rules
+            or config.defer_rules or (styles and config.style_majority < 1.0)
             or (config.check_language and not config.lid_languages)):
         survey = _survey(cuts, config)
         languages = languages or survey.languages
@@ -812,7 +866,7 @@ def _context(cuts: Iterable[Cut], config: CleanConfig, tokenizer: TextEncoder | 
     return _Context(config, tokenizer, identify,
                     survey.overused_texts if config.check_duplicates else frozenset(),
                     survey.rate_stats if config.check_rate_outliers else {}, survey.translation_rate_stats,
-                    survey.casing)
+                    survey.casing, _house_style(survey.style, config))
 
 
 def _reasons(cut: Cut, rules: list[tuple], ctx: _Context) -> list[str]:
@@ -836,7 +890,8 @@ def clean_cuts(
     ctx = _context(cuts, config, tokenizer)
     rules = [(rule, judges_nospeech) for rule, switch, judges_nospeech in _RULES if getattr(config, switch)]
     settings = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
-    report = CleanReport(rules=tuple(rule.__name__[1:] for rule, _ in rules), config=settings)
+    report = CleanReport(rules=tuple(rule.__name__[1:] for rule, _ in rules), config=settings,
+                         house_style=ctx.house_style)
     kept, dropped = [], []
     for cut in tqdm(cuts, desc="cleaning", disable=not progress):
         reasons = _reasons(cut, rules, ctx)

@@ -282,6 +282,26 @@ def test_case_rules():
     assert set(dropped) == {"lower", "lower-de"}
 
 
+def test_a_languages_own_style_turns_its_style_rules_off_for_it():
+    # English written like LibriSpeech: 50 of 60 long texts upper case without punctuation; German as usual
+    upper = "SHE BOUGHT THREE APPLES AT THE MARKET " + " ".join(["AND PEARS"] * 7)  # 21 words, no mark
+    cuts = [speech(f"en-{i}", upper) for i in range(50)]
+    cuts += [speech(f"en-cased-{i}", "She bought " + words(18) + ".") for i in range(10)]
+    cuts += [speech(f"de-{i}", "Sie hat gestern drei Äpfel gekauft.", "de") for i in range(60)]
+    cuts += [speech("de-upper", "SIE HAT GESTERN DREI ÄPFEL GEKAUFT.", "de")]
+    config = CleanConfig(**{switch: name in ("upper_case", "no_punctuation") for name, switch in SWITCHES.items()})
+    result, kept, dropped = clean(cuts, config)
+    assert dropped == {"de-upper": "upper_case"}  # German's rule still runs: 1 of 61 texts break it
+    assert result.report.house_style == {"en": {"upper_case": (60, 50), "no_punctuation": (60, 50)}}
+    assert "- en: upper_case, 10 of 60 judged texts keep it" in result.report.to_markdown()
+    assert result.report.to_dict()["house_style"]["en"]["no_punctuation"] == {"judged": 60, "broke": 50}
+
+    _, _, dropped = clean(cuts, dataclasses.replace(config, style_majority=1.0))  # never off
+    assert len(dropped) == 51
+    _, _, dropped = clean(cuts, dataclasses.replace(config, style_min_texts=61))  # too few judged to tell
+    assert len(dropped) == 51
+
+
 def test_no_punctuation_rule():
     twenty = "The " + words(19)
     cuts = [
