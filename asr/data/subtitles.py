@@ -15,8 +15,9 @@ players show them. An event placed on the screen (``\\pos``, ``\\move``) or draw
 typesetting, a sign translated in the picture rather than speech: it is skipped as such.
 ``Comment:`` lines are not events.
 
-The dash that opens each speaker's line of a dialogue cue ("- Who?" / "- Me.") is left out: it
-marks a change of speaker, and nobody says it. Two habits of real subtitle files are mended rather
+What marks who speaks is left out, since nobody says it: the dash that opens each speaker's line of
+a dialogue cue ("- Who?" / "- Me."), and a speaker's name in capitals before a colon ("JOHN: Where?",
+as hard-of-hearing subtitles write it; a line all in capitals keeps its colon's words). Two habits of real subtitle files are mended rather
 than skipped:
 - A cue that starts at most ``MAX_OVERLAP`` before the previous cue ends (hand-timed files often
   overlap by a few frames) is kept, and the previous cue ends where it starts; the previous cue's
@@ -54,6 +55,7 @@ _ASS_TAG = re.compile(r"\{\\[^}]*\}")
 # A dash that opens a line of dialogue ("- Who?" / "- Me."): it marks who speaks, nobody says it.
 # A minus before a number stays.
 _DIALOGUE_DASH = re.compile(r"^[-–—]\s*(?=\D)")
+_MAX_LABEL_WORDS = 3  # a speaker's label in capitals before a colon: "JOHN:", "DR. SMITH:", "MAN ON RADIO:"
 MAX_OVERLAP = 0.5  # seconds: a cue starting this much before the previous one ends is kept, the other trimmed
 MAX_SNAPSHOT = 0.1  # seconds: a cue this short that repeats the previous one's last lines holds no speech of its own
 REPEATED = "cue only repeats the previous cue's last lines (rolling captions)"
@@ -151,7 +153,7 @@ def _ass_event(event: dict[str, str], number: int) -> tuple[Cue, tuple[str, ...]
         return BadCue(number, TYPESETTING)
     start, end = (int(h) * 3600 + int(m) * 60 + float(sec) for h, m, sec in (t.groups() for t in times))
     unescaped = _ASS_BLOCK.sub("", raw).replace("\\h", " ").replace("\\n", "\\N").split("\\N")
-    lines = tuple(filter(None, (_DIALOGUE_DASH.sub("", " ".join(html.unescape(part).split())) for part in unescaped)))
+    lines = tuple(filter(None, (_said(html.unescape(part)) for part in unescaped)))
     if not lines:
         return BadCue(number, "cue without text")
     return Cue(round(start, 3), round(end, 3), " ".join(lines), line=number), lines
@@ -190,6 +192,17 @@ def _blocks(text: str, format: str):
             block = []
     if block:
         yield first_line, block
+
+
+def _said(line: str) -> str:
+    """A subtitle line without what marks who speaks: the dash that opens a line of dialogue, and a
+    speaker's name in capitals before a colon ("JOHN: Where?"; not in a line all in capitals, where
+    the colon may be the text's own)."""
+    line = _DIALOGUE_DASH.sub("", " ".join(line.split()))
+    label, colon, rest = line.partition(":")
+    if colon and label.isupper() and len(label.split()) <= _MAX_LABEL_WORDS and any(c.islower() for c in rest):
+        line = _DIALOGUE_DASH.sub("", rest.strip())
+    return line
 
 
 def _canonical(stamp: re.Match, format: str) -> str:
@@ -231,8 +244,7 @@ def _parse_block(block: list[str], first_line: int, format: str) -> tuple[Cue, t
     if len(captions) != 1:
         return BadCue(line, f"cannot read the cue timing {original!r}")
     caption = captions[0]
-    lines = tuple(filter(None, (_DIALOGUE_DASH.sub("", " ".join(html.unescape(_ASS_TAG.sub("", text)).split()))
-                                for text in caption.text.split("\n"))))
+    lines = tuple(filter(None, (_said(html.unescape(_ASS_TAG.sub("", text))) for text in caption.text.split("\n"))))
     if not lines:
         return BadCue(line, "cue without text")
     cue = Cue(

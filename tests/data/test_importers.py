@@ -207,6 +207,14 @@ def test_rolling_captions_give_each_line_once():
     ]
 
 
+def test_speaker_labels_are_left_out_but_not_from_a_line_in_capitals():
+    text = ("1\n00:00:01,000 --> 00:00:03,000\nJOHN: Where are you?\n- DR. SMITH: Here.\n\n"
+            "2\n00:00:04,000 --> 00:00:05,000\nWARNING: DO NOT ENTER\n\n"
+            "3\n00:00:06,000 --> 00:00:07,000\nNote: it is late.\n")
+    assert [c.text for c in parse_cues(text, "srt")[0]] == [
+        "Where are you? Here.", "WARNING: DO NOT ENTER", "Note: it is late."]
+
+
 def test_dialogue_dashes_are_left_out_but_a_minus_stays():
     cues, _ = parse_cues("1\n00:00:01,000 --> 00:00:03,000\n- Who is it?\n-It's me. \u2013 Come in.\n\n"
                          "2\n00:00:04,000 --> 00:00:05,000\n-5 degrees - and falling\n", "srt")
