@@ -3,6 +3,7 @@
     asr-prepare folder DIR --out manifests/mine [--language de]
     asr-prepare tsv validated.tsv --out manifests/cv-de              # Common Voice as it comes
     asr-prepare kaldi data/train --out manifests/kaldi [--language en]
+    asr-prepare nemo train_manifest.json --out manifests/nemo [--language de]
     asr-prepare lhotse cuts.jsonl.gz --out manifests/theirs
     asr-prepare recipe librispeech /data/LibriSpeech --out manifests/librispeech [--download]
     asr-prepare demo manifests/demo [--hours 6] [--seed 0]         # the offline synthetic corpus
@@ -61,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     tsv = importer("tsv", "a TSV/CSV of path, text, language[, translation]", "the table")
     tsv.add_argument("--audio-root", type=Path, help="folder the paths are relative to")
     tsv.set_defaults(run=lambda a: _import(a, importers.import_tsv(a.source, a.audio_root, a.language)))
+    nemo = importer("nemo", "a NeMo or Canary JSON-lines manifest", "the manifest")
+    nemo.add_argument("--audio-root", type=Path, help="folder the audio_filepath values are relative to")
+    nemo.set_defaults(run=lambda a: _import(a, importers.import_nemo(a.source, a.audio_root, a.language)))
     importer("kaldi", "a Kaldi data folder", "the data folder").set_defaults(
         run=lambda a: _import(a, importers.import_kaldi(a.source, language=a.language)))
     importer("lhotse", "an existing lhotse CutSet manifest", "the manifest").set_defaults(

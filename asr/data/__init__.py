@@ -7,7 +7,7 @@ Supervision (one timed speech segment; ``lhotse.SupervisionSegment``)
     ``text``        the transcript as given (weak: it may be wrong)
     ``language``    an ISO 639-1 code from ``asr.tokenizer.LANGUAGES`` ("en", "de", "zh", ...)
     ``custom``      ``translation``: the English translation of ``text``, where known (X->English pairs);
-                    ``source``: where the label came from ("folder", "tsv", "kaldi", "lhotse", "demo");
+                    ``source``: where the label came from ("folder", "tsv", "kaldi", "nemo", "lhotse", "demo");
                     ``weak``: True unless the label is known to be verified.
 
 Cut (one training example of at most 30 s; ``lhotse.MonoCut``)

@@ -3,6 +3,7 @@
     import_folder(folder)            audio files with same-stem .txt / .srt / .vtt / .sbv / .ass transcripts
     import_tsv(path)                 a TSV or CSV of path, text, language[, translation]; Common Voice as is
     import_kaldi(folder)             a Kaldi data dir: wav.scp, text[, segments, utt2lang, utt2spk]
+    import_nemo(manifest)            a NeMo (or Canary) JSON-lines manifest
     import_lhotse(manifest)          an existing lhotse manifest
     prepare_recipe(name, ...)        a lhotse recipe (lhotse.recipes.prepare_<name>), then import_lhotse
 
@@ -53,6 +54,7 @@ import csv
 import dataclasses
 import difflib
 import io
+import json
 import re
 import subprocess
 from collections import Counter
@@ -114,7 +116,7 @@ class ImportReport:
     """What an import saw, imported and skipped. ``seen == imported + len(skipped)``."""
 
     source: str  # what was imported: a folder, a file, a recipe name
-    kind: str  # "folder", "tsv", "kaldi", "lhotse"
+    kind: str  # "folder", "tsv", "kaldi", "nemo", "lhotse"
     seen: int = 0  # items: TSV rows, Kaldi utterances, transcript files, subtitle cues, supervisions
     imported: int = 0  # supervisions in the result
     cuts: int = 0
@@ -955,6 +957,165 @@ def _kaldi_text(texts: dict[str, _Entry], utt: str, path: Path, annotations: Cou
         return _clean(texts[utt].value, annotations)
     except _Skip as skip:
         raise _Skip(skip.reason, skip.detail, where=f"{path}:{texts[utt].line}")
+
+
+# --- import_nemo --------------------------------------------------------------------------------
+
+# Canary's tasknames for speech translation (asr/transcribe are transcription).
+NEMO_TRANSLATION_TASKS = frozenset({"s2t_translation", "ast", "translate", "translation"})
+
+
+def import_nemo(
+    path: str | Path, audio_root: str | Path | None = None, language: str | None = None, source: str = "nemo"
+) -> ImportResult:
+    """A NeMo manifest: one JSON object a line, as NeMo's ASR and Canary recipes read it.
+
+        {"audio_filepath": "a.wav", "duration": 2.1, "text": "hallo welt", "lang": "de"}
+        {"audio_filepath": "long.wav", "offset": 12.5, "duration": 4.0, "text": "..."}
+        {"audio_filepath": "b.wav", "taskname": "s2t_translation", "source_lang": "de",
+         "target_lang": "en", "answer": "hello world"}                           (Canary)
+
+    Fields: audio_filepath, relative to `audio_root` (by default the manifest's folder); the
+    transcript in text (for Canary's transcription task, answer); the language in lang or
+    source_lang, else `language=`; offset and duration, a segment of the file (without them, the
+    whole file). A Canary translation to English (taskname s2t_translation or ast, target_lang en)
+    gives its answer as the segment's English translation. Canary lists a clip once per task: the
+    lines of one segment are merged into one supervision (the later line counted as "merged"), and a
+    segment with a translation but no transcript trains X->English only (``custom["task"] =
+    "translate"``, the text being the translation, as cleaning marks such cuts). Segments given by an
+    offset into one file become one cut with all of them, as a Kaldi segments file does; the others
+    are a cut each. Recording ids are the audio paths under the root without their suffix.
+
+    Items: the manifest's lines that are not blank.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataImportError(f"no such file: {path}")
+    default = _default_language(language)
+    root = Path(audio_root) if audio_root is not None else path.parent
+    report = ImportReport(source=str(path), kind="nemo")
+    recordings: dict[str, Recording | _Skip] = {}
+    spans: dict[tuple[str, float, float], _NemoSpan] = {}
+    unlabelled: dict[str, list[tuple[float, float]]] = {}
+    for number, line in enumerate(_decode_lenient(path.read_bytes()).splitlines(), start=1):
+        if not line.strip():
+            continue
+        report.seen += 1
+        where = f"{path}:{number}"
+        recording = span = None
+        try:
+            entry = _nemo_entry(line)
+            recording = _nemo_recording(entry, root, recordings)
+            start = _nemo_seconds(entry, "offset", 0.0)
+            span = (start, start + _nemo_seconds(entry, "duration", recording.duration - start), "offset" in entry)
+            language, text, translation = _nemo_labels(entry, default, report)
+            start, end = _fit(span[0], span[1], recording.duration, where, report)
+        except _Skip as skip:
+            skip.record(report, where)
+            if span is not None and span[2]:  # a segment of a file: its speech is there, without text
+                _unlabelled(skip, span[0], span[1], recording.duration, unlabelled.setdefault(recording.id, []))
+            continue
+        key = (recording.id, round(start, 3), round(end, 3))
+        if key in spans:
+            spans[key].merge(language, text, translation, where, report)
+        else:
+            spans[key] = _NemoSpan(recording, start, end, span[2], language, text, translation, number)
+    return _result(_nemo_cuts(spans.values(), unlabelled, source), report)
+
+
+@dataclass
+class _NemoSpan:
+    """The labels that a manifest's lines give one segment of one file."""
+
+    recording: Recording
+    start: float
+    end: float
+    in_file: bool  # given by an offset: a segment of a longer file
+    language: str
+    text: str | None
+    translation: str | None
+    line: int
+
+    def merge(self, language: str, text: str | None, translation: str | None, where: str,
+              report: ImportReport) -> None:
+        """Another line of the same segment: its labels join this one's, or it is skipped as a clash."""
+        clash = language != self.language or (text and self.text and text != self.text) or (
+            translation and self.translation and translation != self.translation)
+        if clash:
+            report.skip("another label for a segment already given", where, f"line {self.line}")
+            return
+        self.text, self.translation = self.text or text, self.translation or translation
+        report.skip("merged", where, f"into line {self.line}, the same segment")
+
+
+def _nemo_cuts(spans, unlabelled: dict[str, list[tuple[float, float]]], source: str) -> list[MonoCut]:
+    """One cut per file for the segments given by offsets, one per span for the rest."""
+    cuts, in_files = [], {}
+    for span in spans:
+        text = span.text or span.translation
+        supervision = _supervision(span.recording.id, span.recording, text, span.language, source, span.start,
+                                   span.end, translation=span.translation)
+        if span.in_file and span.text:
+            in_files.setdefault(span.recording.id, (span.recording, []))[1].append(supervision)
+            continue
+        whole = (span.start, span.end) == (0.0, span.recording.duration)
+        cut = MonoCut(id=span.recording.id if whole else f"{span.recording.id}_{round(span.start * 1000):08d}",
+                      start=span.start, duration=span.end - span.start, channel=0, recording=span.recording,
+                      supervisions=[fastcopy(supervision, start=0.0)],
+                      custom=None if span.text else {"task": "translate"})
+        cuts.append(cut)
+    for recording_id, (recording, supervisions) in in_files.items():
+        supervisions = [fastcopy(s, id=f"{recording_id}-{i:04d}") for i, s in enumerate(supervisions)]
+        cuts.append(_cut(recording, supervisions, unlabelled.get(recording_id, [])))
+    return cuts
+
+
+def _nemo_entry(line: str) -> dict:
+    if _UNDECODED.search(line):
+        raise _Skip(BAD_UTF8)
+    try:
+        entry = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise _Skip("not a JSON object", str(e))
+    if not isinstance(entry, dict) or not isinstance(entry.get("audio_filepath"), str):
+        raise _Skip("no audio_filepath")
+    return entry
+
+
+def _nemo_recording(entry: dict, root: Path, recordings: dict) -> Recording:
+    """The entry's audio, probed once per file."""
+    audio = root / entry["audio_filepath"]
+    recording_id = (audio.relative_to(root) if audio.is_relative_to(root) else audio).with_suffix("").as_posix()
+    if recording_id not in recordings:
+        try:
+            recordings[recording_id] = _probe(audio, recording_id)
+        except _Skip as skip:
+            recordings[recording_id] = skip
+    if isinstance(recordings[recording_id], _Skip):
+        raise recordings[recording_id]
+    return recordings[recording_id]
+
+
+def _nemo_seconds(entry: dict, key: str, default: float) -> float:
+    value = entry.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise _Skip(f"bad {key}", repr(value))
+    return float(value)
+
+
+def _nemo_labels(entry: dict, default: str | None, report: ImportReport) -> tuple[str, str | None, str | None]:
+    """(language, transcript, English translation) of one entry; _Skip if it has neither text."""
+    language = _language(entry.get("lang") or entry.get("source_lang"), default)
+    translates = (str(entry.get("taskname", "")).lower() in NEMO_TRANSLATION_TASKS
+                  and str(entry.get("target_lang", "")).lower() == "en" and language != "en")
+    said = entry.get("text") if translates else entry.get("text", entry.get("answer"))
+    text = _clean(str(said), report.annotations) if said else None
+    translation = _clean(str(entry.get("answer") or ""), report.annotations) if translates else None
+    if text is None and translation is None:
+        raise _Skip(EMPTY_TEXT)
+    return language, text, translation
 
 
 # --- import_lhotse and lhotse recipes -----------------------------------------------------------

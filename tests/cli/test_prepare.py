@@ -53,6 +53,14 @@ def test_folder_import_keeps_speech_without_text_out_and_warns_without_windows(t
     assert "Warning: 1 cuts hold speech without text" in (tmp_path / "whole" / "import_report.md").read_text()
 
 
+def test_nemo_manifest_import(tmp_path):
+    noise(tmp_path / "a.wav", 1.0)
+    (tmp_path / "m.json").write_text(json.dumps({"audio_filepath": "a.wav", "duration": 1.0, "text": "hallo"}) + "\n")
+    assert main(["nemo", str(tmp_path / "m.json"), "--out", str(tmp_path / "out"), "--language", "de"]) == 0
+    (cut,) = CutSet.from_file(tmp_path / "out" / "cuts.jsonl.gz")
+    assert [(s.text, s.language) for s in cut.supervisions] == [("hallo", "de")]
+
+
 def test_tsv_then_shar_then_tokenizer(tmp_path):
     for i in range(3):
         noise(tmp_path / f"a{i}.wav", 1.0)

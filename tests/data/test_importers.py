@@ -11,6 +11,7 @@ from asr.data.importers import (
     import_folder,
     import_kaldi,
     import_lhotse,
+    import_nemo,
     import_tsv,
     normalize_language,
     prepare_recipe,
@@ -696,6 +697,53 @@ def test_kaldi_needs_wav_scp_text_and_a_language(tmp_path):
     write_text(tmp_path / "text", "a hi\n")
     with pytest.raises(DataImportError, match="no utt2lang file and no language="):
         import_kaldi(tmp_path)
+
+
+# --- import_nemo --------------------------------------------------------------------------------
+
+
+def test_nemo_manifest_with_segments_canary_translations_and_bad_lines(tmp_path):
+    write_audio(tmp_path / "audio" / "a.wav", 2.0)
+    write_audio(tmp_path / "audio" / "long.wav", 40.0)
+    write_audio(tmp_path / "audio" / "b.wav", 1.5)
+    lines = [
+        {"audio_filepath": "audio/a.wav", "duration": 2.0, "text": "hallo welt", "lang": "de"},
+        {"audio_filepath": "audio/long.wav", "offset": 1.0, "duration": 3.0, "text": "eins [noise]", "lang": "de"},
+        {"audio_filepath": "audio/long.wav", "offset": 20.0, "duration": 4.0, "text": "zwei", "lang": "de"},
+        {"audio_filepath": "audio/long.wav", "offset": 30.0, "duration": 2.0, "text": "drei", "lang": "xx"},
+        # Canary: one clip twice, transcribed and translated; a clip translated only
+        {"audio_filepath": "audio/b.wav", "taskname": "asr", "source_lang": "de", "target_lang": "de",
+         "answer": "guten morgen"},
+        {"audio_filepath": "audio/b.wav", "taskname": "s2t_translation", "source_lang": "de", "target_lang": "en",
+         "answer": "good morning"},
+        {"audio_filepath": "audio/a.wav", "offset": 0.5, "duration": 1.0, "taskname": "ast", "source_lang": "de",
+         "target_lang": "en", "answer": "world"},
+        {"audio_filepath": "audio/missing.wav", "text": "nichts", "lang": "de"},
+        {"audio_filepath": "audio/a.wav", "duration": -1, "text": "x", "lang": "de"},
+    ]
+    manifest = tmp_path / "train.json"
+    write_text(manifest, "\n".join(json.dumps(line) for line in lines) + "\n\n{not json\n")
+
+    result = import_nemo(manifest)
+
+    got = {c.id: (c.start, c.duration, c.custom, [(s.start, s.end, s.text, s.language, s.custom.get("translation"))
+                                                  for s in c.supervisions]) for c in result.cuts}
+    assert got == {
+        "audio/a": (0.0, 2.0, None, [(0.0, 2.0, "hallo welt", "de", None)]),
+        "audio/b": (0.0, 1.5, None, [(0.0, 1.5, "guten morgen", "de", "good morning")]),
+        "audio/a_00000500": (0.5, 1.0, {"task": "translate"}, [(0.0, 1.0, "world", "de", "world")]),
+        "audio/long": (0.0, 40.0, {"unlabelled": [[30.0, 32.0]]},  # the Xx line's speech, without text
+                       [(1.0, 4.0, "eins", "de", None), (20.0, 24.0, "zwei", "de", None)]),
+    }
+    assert skipped(result.report, tmp_path) == {
+        ("unknown language code 'xx'", "train.json:4"),
+        ("merged", "train.json:6"),
+        ("missing audio", "train.json:8"),
+        ("bad duration", "train.json:9"),
+        ("not a JSON object", "train.json:11"),
+    }
+    assert result.report.annotations == {"[noise]": 1}
+    assert_totals(result.report, seen=10, imported=5)
 
 
 # --- import_lhotse and recipes ------------------------------------------------------------------
