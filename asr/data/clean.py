@@ -407,7 +407,8 @@ def _no_punctuation(cut: Cut, ctx: _Context) -> str | None:
 
 
 # The rules that judge a text's style, and their switches in CleanConfig.
-_STYLE_RULES = {"upper_case": "check_upper_case", "lower_case": "check_lower_case", "no_punctuation": "check_punctuation"}
+_STYLE_RULES = {"upper_case": "check_upper_case", "lower_case": "check_lower_case",
+                "no_punctuation": "check_punctuation"}
 
 
 def _style_rule(rule: str, cut: Cut, ctx: _Context) -> str | None:

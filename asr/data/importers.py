@@ -58,6 +58,7 @@ import json
 import re
 import subprocess
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -262,6 +263,11 @@ def _language(value: str | None, default: str | None) -> str:
     if code is None:
         raise _Skip(_unknown_language(value.strip()))
     return code
+
+
+def _recording_id(audio: Path, root: Path) -> str:
+    """The audio's path under ``root`` (an absolute path outside it: the whole path), without its suffix."""
+    return (audio.relative_to(root) if audio.is_relative_to(root) else audio).with_suffix("").as_posix()
 
 
 def _probe(path: Path, recording_id: str) -> Recording:
@@ -796,7 +802,7 @@ def _import_row(row: list[str], line: int, table: _Table, first_line: dict[str, 
     # An absolute path stays as it is: root / "/abs" is "/abs".
     root = next((r for r in table.roots if (r / cell["path"]).is_file()), table.roots[0])
     audio = root / cell["path"]
-    recording_id = (audio.relative_to(root) if audio.is_relative_to(root) else audio).with_suffix("").as_posix()
+    recording_id = _recording_id(audio, root)
     if recording_id in first_line:
         raise _Skip(DUPLICATE, f"{recording_id} is already on line {first_line[recording_id]}")
     recording = _probe(audio, recording_id)
@@ -918,22 +924,32 @@ def _kaldi_utterances(folder: Path, wavs: dict[str, _Entry], report: ImportRepor
     return utterances
 
 
+class _Probed:
+    """Recordings probed once each, on first use; a failed probe is kept and raised again."""
+
+    def __init__(self):
+        self.results: dict[str, Recording | _Skip] = {}
+
+    def get(self, recording_id: str, probe: Callable[[], Recording]) -> Recording:
+        if recording_id not in self.results:
+            try:
+                self.results[recording_id] = probe()
+            except _Skip as skip:
+                self.results[recording_id] = skip
+        result = self.results[recording_id]
+        if isinstance(result, _Skip):
+            raise result
+        return result
+
+
 class _KaldiRecordings:
     """wav.scp's recordings, each probed once, on first use."""
 
     def __init__(self, wavs: dict[str, _Entry], root: Path):
-        self.wavs, self.root, self.probed = wavs, root, {}
+        self.wavs, self.root, self.probed = wavs, root, _Probed()
 
     def get(self, recording_id: str) -> Recording:
-        if recording_id not in self.probed:
-            try:
-                self.probed[recording_id] = self._probe(recording_id)
-            except _Skip as skip:
-                self.probed[recording_id] = skip
-        result = self.probed[recording_id]
-        if isinstance(result, _Skip):
-            raise result
-        return result
+        return self.probed.get(recording_id, lambda: self._probe(recording_id))
 
     def _probe(self, recording_id: str) -> Recording:
         if recording_id not in self.wavs:
@@ -994,7 +1010,7 @@ def import_nemo(
     default = _default_language(language)
     root = Path(audio_root) if audio_root is not None else path.parent
     report = ImportReport(source=str(path), kind="nemo")
-    recordings: dict[str, Recording | _Skip] = {}
+    recordings = _Probed()
     spans: dict[tuple[str, float, float], _NemoSpan] = {}
     unlabelled: dict[str, list[tuple[float, float]]] = {}
     for number, line in enumerate(_decode_lenient(path.read_bytes()).splitlines(), start=1):
@@ -1082,18 +1098,11 @@ def _nemo_entry(line: str) -> dict:
     return entry
 
 
-def _nemo_recording(entry: dict, root: Path, recordings: dict) -> Recording:
+def _nemo_recording(entry: dict, root: Path, recordings: _Probed) -> Recording:
     """The entry's audio, probed once per file."""
     audio = root / entry["audio_filepath"]
-    recording_id = (audio.relative_to(root) if audio.is_relative_to(root) else audio).with_suffix("").as_posix()
-    if recording_id not in recordings:
-        try:
-            recordings[recording_id] = _probe(audio, recording_id)
-        except _Skip as skip:
-            recordings[recording_id] = skip
-    if isinstance(recordings[recording_id], _Skip):
-        raise recordings[recording_id]
-    return recordings[recording_id]
+    recording_id = _recording_id(audio, root)
+    return recordings.get(recording_id, lambda: _probe(audio, recording_id))
 
 
 def _nemo_seconds(entry: dict, key: str, default: float) -> float:

@@ -17,8 +17,9 @@ typesetting, a sign translated in the picture rather than speech: it is skipped 
 
 What marks who speaks is left out, since nobody says it: the dash that opens each speaker's line of
 a dialogue cue ("- Who?" / "- Me."), and a speaker's name in capitals before a colon ("JOHN: Where?",
-as hard-of-hearing subtitles write it; a line all in capitals keeps its colon's words). Two habits of real subtitle files are mended rather
-than skipped:
+as hard-of-hearing subtitles write it; a line all in capitals keeps its colon's words).
+
+Two habits of real subtitle files are mended rather than skipped:
 - A cue that starts at most ``MAX_OVERLAP`` before the previous cue ends (hand-timed files often
   overlap by a few frames) is kept, and the previous cue ends where it starts; the previous cue's
   ``note`` says so, for the importer's report.
