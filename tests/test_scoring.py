@@ -18,9 +18,8 @@ from asr.tokenizer import Tokenizer, train_sentencepiece
 TEXTS = ["Heute sieht die Katze den Hund.", "Der Vater liest ein Buch.", "Morgen regnet es im Garten."]
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("scoring")
+def tiny_scorer(root) -> tuple[Model, Tokenizer]:
+    """An untrained model with a CTC head and a vocabulary of TEXTS, saved as ``root / "model.pt"``."""
     tokenizer = Tokenizer.from_sentencepiece(train_sentencepiece([" " + t for t in TEXTS] * 20, vocab_size=300))
     torch.manual_seed(0)
     dims = ModelDims(n_mels=80, n_audio_ctx=1500, n_audio_state=32, n_audio_head=2, n_audio_layer=1,
@@ -28,6 +27,13 @@ def setup(tmp_path_factory):
                      ctc_head=True)
     model = Model(dims).eval()
     save(root / "model.pt", model, tokenizer)
+    return model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scoring")
+    model, tokenizer = tiny_scorer(root)
     rng = np.random.default_rng(0)
     cuts = []
     for i in range(MIN_SCORES + 4):

@@ -9,6 +9,7 @@
     asr-prepare demo manifests/demo [--hours 6] [--seed 0]         # the offline synthetic corpus
     asr-prepare clean manifests/demo/train_windows.jsonl.gz --out manifests/demo/clean [--set key=value]
     asr-prepare score manifests/demo/clean/kept_cuts.jsonl.gz --model runs/demo/model.pt --out manifests/demo/scored
+    asr-prepare relabel manifests/demo/clean --model runs/demo/model.pt --out manifests/demo/relabelled
     asr-prepare shar manifests/mine/cuts.jsonl.gz --out shards/mine
     asr-prepare tokenizer manifests/*/cuts.jsonl.gz --out tokenizer.model --vocab-size 4000
 
@@ -32,6 +33,7 @@ from asr.data import importers
 from asr.data.dataset import export_shar, open_cuts
 from asr.data.demo import DEFAULT_HOURS
 from asr.data.windows import window_cuts
+from asr.relabel import RelabelRules
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,6 +111,22 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--batch-seconds", type=float, default=120.0, help="seconds of audio per batch")
     score.add_argument("--device", default=default_device())
     score.set_defaults(run=_score)
+
+    relabel = commands.add_parser("relabel", help="re-transcribe with a trained model the windows whose transcript "
+                                  "cleaning dropped (a second round's training set)")
+    relabel.add_argument("clean_dir", type=Path, help="a cleaning's output folder (kept_cuts, dropped_cuts)")
+    relabel.add_argument("--model", type=Path, required=True, help="a checkpoint of this project (asr-export)")
+    relabel.add_argument("--out", type=Path, required=True,
+                         help="folder for relabelled/rejected cuts, train_cuts.jsonl.gz and the report")
+    relabel.add_argument("--beam-size", type=int, default=5)
+    rules = RelabelRules()
+    for name, help in (("min_avg_logprob", "the search's least score per token"),
+                       ("max_compression_ratio", "the text's highest gzip compression ratio"),
+                       ("max_no_speech_prob", "the highest no-speech probability"),
+                       ("min_language_prob", "the language ID's least probability")):
+        relabel.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(rules, name), help=help)
+    relabel.add_argument("--device", default=default_device())
+    relabel.set_defaults(run=_relabel)
 
     shar = commands.add_parser("shar", help="export cuts with their audio to lhotse Shar shards")
     shar.add_argument("cuts", type=Path)
@@ -204,6 +222,14 @@ def _score(args) -> int:
     from asr.scoring import score_checkpoint
 
     score_checkpoint(args.model, open_cuts(args.cuts), args.out, args.mads, args.batch_seconds, args.device)
+    return 0
+
+
+def _relabel(args) -> int:
+    from asr.relabel import relabel_checkpoint
+
+    rules = RelabelRules(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RelabelRules)})
+    relabel_checkpoint(args.model, args.clean_dir, args.out, rules, args.beam_size, args.device)
     return 0
 
 
