@@ -11,6 +11,7 @@ from asr.cli.prepare import main
 from asr.data.dataset import open_cuts
 from asr.relabel import RelabelRules, _Heard, candidates, relabel_cuts, training_set
 from tests.test_scoring import TEXTS, tiny_scorer
+
 ANY = RelabelRules(min_avg_logprob=-math.inf, max_compression_ratio=math.inf, max_no_speech_prob=1.0,
                    min_language_prob=0.0)
 
