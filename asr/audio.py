@@ -14,6 +14,7 @@ batched call takes its dynamic-range floor from the whole batch instead.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,8 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 import torchaudio.functional as AF
+from lhotse.audio import backend as lhotse_backend
+from lhotse.audio.backend import AudioBackend, LibsndfileCompatibleAudioInfo
 from torch import Tensor
 
 SAMPLE_RATE = 16000  # Hz
@@ -73,7 +76,8 @@ def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
 
 
 def _read_mono(path: Path) -> tuple[np.ndarray, int]:
-    """Decode with soundfile, else lhotse; average the channels (what ``ffmpeg -ac 1`` does).
+    """Decode with soundfile, else PyAV (FFmpeg), else lhotse; average the channels (what ``ffmpeg -ac 1``
+    does).
 
     Returns (audio of shape (n_samples,) float32, the file's sample rate in Hz).
     """
@@ -82,21 +86,104 @@ def _read_mono(path: Path) -> tuple[np.ndarray, int]:
         audio, file_sr = sf.read(path, dtype="float32", always_2d=True)  # (n_samples, n_channels)
         return audio.mean(axis=1, dtype=np.float32), file_sr
     except Exception as sf_error:
-        try:
-            audio, file_sr = _read_with_lhotse(path)  # (n_channels, n_samples)
-        except Exception:
-            reason = getattr(sf_error, "error_string", None) or str(sf_error)
-            message = f"{path}: cannot decode audio (unsupported or corrupt format: {reason})"
-            raise AudioError(message) from sf_error
-        return audio.mean(axis=0, dtype=np.float32), file_sr
+        errors = [sf_error]
+        for read in (read_with_av, _read_with_lhotse):
+            try:
+                audio, file_sr = read(path)  # (n_channels, n_samples)
+                return audio.mean(axis=0, dtype=np.float32), file_sr
+            except Exception as e:
+                errors.append(e)
+        reasons = "; ".join(getattr(e, "error_string", None) or _first_line(e) for e in errors[:2])
+        raise AudioError(f"{path}: cannot decode audio (unsupported or corrupt format: {reasons})") from sf_error
+
+
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def _read_with_lhotse(path: Path) -> tuple[np.ndarray, int]:
-    # Imported here: only files that soundfile cannot decode need lhotse.
+    # Imported here: only files that soundfile and PyAV cannot decode need lhotse.
     from lhotse.audio import read_audio
 
     audio, file_sr = read_audio(path)
     return np.atleast_2d(np.asarray(audio, dtype=np.float32)), int(file_sr)
+# ---------------------------------------------------------------------------------------------------
+# Containers that libsndfile cannot read (AAC/M4A, MP4 and WebM video, WMA, AMR, ...), through PyAV:
+# FFmpeg's libraries in a wheel, so nothing is installed by hand (Whisper runs the ffmpeg program).
+
+
+def read_with_av(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """The first audio stream of any file FFmpeg reads, at its own rate.
+
+    Returns (audio of shape (n_channels, n_samples) float32, the stream's sample rate in Hz). Frames
+    FFmpeg finds corrupt are skipped, as ``ffmpeg`` itself does.
+    """
+    import av
+
+    with av.open(str(path), metadata_errors="ignore") as container:
+        if not container.streams.audio:
+            raise AudioError(f"{path}: no audio stream")
+        stream = container.streams.audio[0]
+        rate = stream.rate or stream.codec_context.sample_rate
+        resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=rate)  # planar float: (channels, n)
+        chunks = [frame.to_ndarray() for decoded in _valid_frames(container.decode(stream))
+                  for frame in resampler.resample(decoded)]
+        chunks += [frame.to_ndarray() for frame in resampler.resample(None)]
+    if not chunks:
+        raise AudioError(f"{path}: audio is empty (0 samples)")
+    return np.concatenate(chunks, axis=1).astype(np.float32, copy=False), int(rate)
+
+
+def _valid_frames(frames):
+    import av
+
+    while True:
+        try:
+            yield next(frames)
+        except StopIteration:
+            return
+        except av.error.InvalidDataError:
+            continue
+
+
+class PyAVBackend(AudioBackend):
+    """lhotse's reading (``Recording.from_file``, ``cut.load_audio()``) through ``read_with_av``."""
+
+    def read_audio(self, path_or_fd, offset: float = 0.0, duration: float | None = None,
+                   force_opus_sampling_rate: int | None = None) -> tuple[np.ndarray, int]:
+        if not isinstance(path_or_fd, (str, os.PathLike)):
+            raise AudioError("PyAV reads files by path only")
+        audio, rate = read_with_av(path_or_fd)
+        start = round(offset * rate)
+        end = None if duration is None else start + round(duration * rate)
+        return audio[:, start:end], rate
+
+    def info(self, path_or_fd, force_opus_sampling_rate: int | None = None) -> LibsndfileCompatibleAudioInfo:
+        # Decoded to count the samples: compressed streams' headers round their length (AAC's priming).
+        audio, rate = self.read_audio(path_or_fd)
+        return LibsndfileCompatibleAudioInfo(channels=audio.shape[0], frames=audio.shape[1], samplerate=rate,
+                                             duration=audio.shape[1] / rate)
+
+    def supports_info(self) -> bool:
+        return True
+
+
+def read_any_format_in_lhotse() -> None:
+    """Make lhotse's default reading try PyAV right after libsndfile. lhotse's own fallbacks need
+    torchcodec or an ffmpeg program, and the one it picks first for video containers needs torchaudio's
+    FFmpeg bindings, which torchaudio 2.9 removed: that one is left out where they are missing. A
+    backend the user chose (``LHOTSE_AUDIO_BACKEND``, or set in code) is left alone."""
+    if os.environ.get("LHOTSE_AUDIO_BACKEND") or lhotse_backend.CURRENT_AUDIO_BACKEND is not None:
+        return
+    ffmpeg_bindings = importlib.util.find_spec("torchaudio.io") is not None
+    backends = [b for b in lhotse_backend.get_default_audio_backend().backends
+                if ffmpeg_bindings or not isinstance(b, lhotse_backend.TorchaudioFFMPEGBackend)]
+    at = next((i + 1 for i, b in enumerate(backends) if isinstance(b, lhotse_backend.LibsndfileBackend)), 0)
+    lhotse_backend.set_current_audio_backend(
+        lhotse_backend.CompositeAudioBackend([*backends[:at], PyAVBackend(), *backends[at:]]))
+
+read_any_format_in_lhotse()
 
 
 def resample(audio: np.ndarray | Tensor, orig_sr: int, new_sr: int) -> np.ndarray | Tensor:

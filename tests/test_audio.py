@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from lhotse import Recording
 
 from asr import audio as audio_module
 from asr.audio import (
@@ -290,3 +291,86 @@ def test_pad_or_trim_numpy_and_torch():
     mel = torch.ones(80, 1234)
     assert pad_or_trim(mel, N_FRAMES).shape == (80, N_FRAMES)
     assert pad_or_trim(np.ones(N_SAMPLES + 5)).shape == (N_SAMPLES,)
+
+
+# --- containers through PyAV (FFmpeg) ------------------------------------------------------------
+
+
+def write_with_av(path: Path, codec: str, rate: int, seconds: float = 2.0, video: bool = False) -> Path:
+    """A stereo tone (440 Hz left, 220 Hz right) encoded by FFmpeg; with ``video`` a black picture beside it."""
+    import av
+
+    t = np.arange(round(rate * seconds)) / rate
+    tone = np.stack([0.3 * np.sin(2 * np.pi * 440 * t), 0.3 * np.sin(2 * np.pi * 220 * t)]).astype(np.float32)
+    with av.open(str(path), "w") as out:
+        picture = _black_picture_stream(out) if video else None
+        stream = out.add_stream(codec, rate=rate, layout="stereo")
+        if picture is not None:
+            _mux_black_picture(out, picture)
+        frame = av.AudioFrame.from_ndarray(tone, format="fltp", layout="stereo")
+        frame.sample_rate = rate
+        resampler = av.AudioResampler(format=stream.format.name, layout="stereo", rate=rate)
+        for chunk in [*resampler.resample(frame), *resampler.resample(None), None]:
+            for packet in stream.encode(chunk):
+                out.mux(packet)
+    return path
+
+
+def _black_picture_stream(out):
+    picture = out.add_stream("mpeg4", rate=10)
+    picture.width, picture.height, picture.pix_fmt = 32, 32, "yuv420p"
+    return picture
+
+
+def _mux_black_picture(out, picture) -> None:
+    import av
+
+    frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24").reformat(format="yuv420p")
+    for packet in [*picture.encode(frame), *picture.encode(None)]:
+        out.mux(packet)
+
+
+def peak_hz(audio: np.ndarray, rate: int = SAMPLE_RATE) -> float:
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio))))
+    return float(np.fft.rfftfreq(len(audio), 1 / rate)[spectrum.argmax()])
+
+
+@pytest.mark.parametrize("name, codec, rate, video", [("a.m4a", "aac", 44100, False), ("a.webm", "libopus", 48000, False),
+                                                      ("a.mp4", "aac", 44100, True)])
+def test_containers_libsndfile_cannot_read_decode_through_ffmpeg(tmp_path, name, codec, rate, video):
+    path = write_with_av(tmp_path / name, codec, rate, video=video)
+    with pytest.raises(Exception):
+        sf.read(path)  # what the loader falls back from
+    audio = load_audio(path)
+    # 2 s and the encoder's priming and padding (AAC: 1024 samples at each end, at most)
+    assert 2.0 <= len(audio) / SAMPLE_RATE <= 2.06
+    assert abs(peak_hz(audio) - 440) < 3  # the louder left channel wins the mono average's peak
+    assert 0.1 < np.abs(audio).max() <= 0.35  # channels averaged, not summed
+
+    recording = Recording.from_file(path)  # lhotse reads it too: the importers' and the batches' way in
+    samples = recording.load_audio()
+    assert recording.sampling_rate == rate and samples.shape == (2, recording.num_samples)
+    assert abs(peak_hz(samples[1], rate) - 220) < 3
+
+
+def test_a_container_without_audio_names_the_file(tmp_path):
+    import av
+
+    path = tmp_path / "silent-film.mp4"
+    with av.open(str(path), "w") as out:
+        _mux_black_picture(out, _black_picture_stream(out))
+    with pytest.raises(AudioError, match=re.escape(f"{path}: cannot decode audio") + ".*no audio stream"):
+        load_audio(path)
+
+
+def test_lhotse_reading_is_left_alone_where_the_user_chose_a_backend(monkeypatch):
+    from lhotse.audio import backend
+
+    chosen = backend.LibsndfileBackend()
+    monkeypatch.setattr(backend, "CURRENT_AUDIO_BACKEND", chosen)
+    audio_module.read_any_format_in_lhotse()
+    assert backend.CURRENT_AUDIO_BACKEND is chosen
+    monkeypatch.setattr(backend, "CURRENT_AUDIO_BACKEND", None)
+    audio_module.read_any_format_in_lhotse()
+    kinds = [type(b) for b in backend.CURRENT_AUDIO_BACKEND.backends]
+    assert kinds.index(audio_module.PyAVBackend) == kinds.index(backend.LibsndfileBackend) + 1

@@ -67,6 +67,7 @@ from lhotse.audio import AudioSource
 from lhotse.cut import Cut, MultiCut
 from lhotse.utils import fastcopy
 
+from asr.audio import read_any_format_in_lhotse
 from asr.data.subtitles import Cue, parse_cues
 from asr.tokenizer import LANGUAGES
 
@@ -274,6 +275,7 @@ def _probe(path: Path, recording_id: str) -> Recording:
     """The file's Recording, from its header only; _Skip if it is missing, unreadable or empty."""
     if not path.is_file():
         raise _Skip(MISSING_AUDIO, str(path))
+    read_any_format_in_lhotse()  # M4A, MP4, WebM, ... through PyAV
     try:
         recording = Recording.from_file(path, recording_id=recording_id)
     except Exception as e:  # lhotse tries each audio backend and raises a summary of their errors

@@ -18,6 +18,7 @@ from asr.data.importers import (
     without_annotations,
 )
 from asr.data.subtitles import Cue, parse_cues
+from tests.test_audio import write_with_av
 
 SR = 16000
 
@@ -807,3 +808,21 @@ def test_prepare_recipe_yesno_offline(tmp_path):
 def test_prepare_recipe_unknown_name():
     with pytest.raises(DataImportError, match=r"unknown lhotse recipe 'yesnoo'; did you mean yesno\?.* e\.g\. "):
         prepare_recipe("yesnoo", "/nonexistent")
+
+
+def test_folder_reads_audio_in_containers_libsndfile_cannot(tmp_path):
+    root = tmp_path / "phone"
+    root.mkdir()
+    write_with_av(root / "memo.m4a", "aac", 44100, seconds=2.0)
+    write_text(root / "memo.srt", "1\n00:00:00,200 --> 00:00:01,500\nA voice memo.\n")
+    write_with_av(root / "clip.mp4", "aac", 44100, seconds=2.0, video=True)
+    write_text(root / "clip.txt", "A video clip.")
+
+    result = import_folder(root, language="en")
+
+    assert_totals(result.report, seen=2, imported=2)
+    cuts = {cut.id: cut for cut in result.cuts}
+    assert sorted(cuts) == ["clip", "memo"]
+    assert [s.text for s in cuts["memo"].supervisions] == ["A voice memo."]
+    for cut in cuts.values():
+        assert 2.0 <= cut.duration <= 2.06 and cut.load_audio().shape[-1] == cut.recording.num_samples
