@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--max-duration", type=float, default=30.0, help="window length in seconds")
         return command
 
-    importer("folder", "audio files with same-stem .txt/.srt/.vtt/.sbv/.ass transcripts", "the folder").set_defaults(
+    importer("folder", "audio files with same-stem .txt/.srt/.vtt/.sbv/.ass/.ttml transcripts", "the folder").set_defaults(
         run=lambda a: _import(a, importers.import_folder(a.source, language=a.language)))
     tsv = importer("tsv", "a TSV/CSV of path, text, language[, translation]", "the table")
     tsv.add_argument("--audio-root", type=Path, help="folder the paths are relative to")

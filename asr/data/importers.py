@@ -1,6 +1,6 @@
 """Importers: a corpus as the user has it -> a CutSet in this project's schema (see `asr.data`).
 
-    import_folder(folder)            audio files with same-stem .txt / .srt / .vtt / .sbv / .ass transcripts
+    import_folder(folder)            audio files with same-stem .txt / .srt / .vtt / .sbv / .ass / .ttml transcripts
     import_tsv(path)                 a TSV or CSV of path, text, language[, translation]; Common Voice as is
     import_kaldi(folder)             a Kaldi data dir: wav.scp, text[, segments, utt2lang, utt2spk]
     import_nemo(manifest)            a NeMo (or Canary) JSON-lines manifest
@@ -74,7 +74,7 @@ from asr.tokenizer import LANGUAGES
 AUDIO_SUFFIXES = frozenset(
     ".wav .flac .ogg .oga .opus .mp3 .m4a .aac .wma .webm .mp4 .aif .aiff .au .sph".split()
 )
-TRANSCRIPT_SUFFIXES = (".txt", ".srt", ".vtt", ".sbv", ".ass", ".ssa")
+TRANSCRIPT_SUFFIXES = (".txt", ".srt", ".vtt", ".sbv", ".ass", ".ssa", ".ttml", ".dfxp")
 LANGUAGE_FILE = "language"  # import_folder: a file holding the language code of its folder and below
 MARKDOWN_EXAMPLES = 5  # places listed per reason in ImportReport.to_markdown
 MARKDOWN_NOTES = 20  # notes listed in ImportReport.to_markdown (to_dict has them all)
@@ -482,8 +482,8 @@ def import_folder(folder: str | Path, language: str | None = None, source: str =
     """Audio files with transcripts of the same stem beside them, in `folder` and below.
 
         talk.wav  talk.txt       the transcript of the whole file (its lines joined with spaces)
-        talk.wav  talk.srt       timed cues (or .vtt, .sbv, .ass, .ssa): one supervision per cue
-        talk.wav  talk.de.srt    the language in the name: <stem>.<lang>.txt|.srt|.vtt|.sbv|.ass|.ssa
+        talk.wav  talk.srt       timed cues (or .vtt, .sbv, .ass, .ssa, .ttml, .dfxp): one supervision per cue
+        talk.wav  talk.de.srt    the language in the name: <stem>.<lang>.txt|.srt|.vtt|.sbv|.ass|.ssa|.ttml|.dfxp
         talk.wav  talk.de.srt  talk.en.srt     a transcript and its English translation
         language                 a file holding one code: the language of its folder and below
 

@@ -1,5 +1,5 @@
 """Subtitles (SubRip ``.srt``, WebVTT ``.vtt``, YouTube's SubViewer ``.sbv``, SubStation Alpha
-``.ass`` / ``.ssa``) -> timed cues, each with the line it came from.
+``.ass`` / ``.ssa``, TTML ``.ttml`` / ``.dfxp``) -> timed cues, each with the line it came from.
 
 webvtt-py parses each cue: SRT's ``00:01:02,500``, VTT's ``00:01:02.500`` or short ``01:02.500``
 and SBV's ``0:01:02.500,0:01:04.000`` timestamps, cue numbers and identifiers, cue settings, and
@@ -14,6 +14,13 @@ as ``{\\i1}``, notes) and ``\\N`` a line break. Events are taken in order of the
 players show them. An event placed on the screen (``\\pos``, ``\\move``) or drawn (``\\p1``) is
 typesetting, a sign translated in the picture rather than speech: it is skipped as such.
 ``Comment:`` lines are not events.
+
+TTML (W3C Timed Text; DFXP, its earlier name, as broadcasters and streaming services deliver it) is
+read here too: each ``<p>`` with a time is a cue, its text with ``<br/>`` as a line break and ``<span>``
+styling dropped. Times are TTML's clock times (``00:00:01.500``, ``00:00:01:12`` in frames of
+``ttp:frameRate``) and offsets (``1.5s``, ``1500ms``, ``15000000t`` in ticks of ``ttp:tickRate``,
+``m``, ``h``, ``f``); ``dur`` stands for ``end``, and a ``begin`` on an enclosing ``<body>`` or ``<div>``
+shifts the times inside it, as TTML's parallel timing says.
 
 What marks who speaks is left out, since nobody says it: the dash that opens each speaker's line of
 a dialogue cue ("- Who?" / "- Me."), and a speaker's name in capitals before a colon ("JOHN: Where?",
@@ -40,11 +47,12 @@ import html
 import io
 import re
 from dataclasses import dataclass
+from xml.etree import ElementTree
 
 import webvtt
 from webvtt.errors import MalformedCaptionError, MalformedFileError
 
-SUBTITLE_FORMATS = ("srt", "vtt", "sbv", "ass", "ssa")
+SUBTITLE_FORMATS = ("srt", "vtt", "sbv", "ass", "ssa", "ttml", "dfxp")
 # A timestamp as files write it: hours optional, one or two digits, a comma or a full stop before a
 # fraction of any length (the formats want 00:00:01,500 or 00:00:01.500; _canonical makes it so).
 _TIMESTAMP = re.compile(r"(?<![\d:])(?:(\d+):)?(\d{1,2}):(\d{1,2})[,.](\d+)(?!\d)")
@@ -66,6 +74,11 @@ _ASS_FIELDS = ("layer", "start", "end", "style", "name", "marginl", "marginr", "
 _ASS_TIME = re.compile(r"(\d+):(\d{1,2}):(\d{1,2}(?:\.\d+)?)")
 _ASS_PLACED = re.compile(r"\{[^}]*\\(?:pos|move|p[1-9])")
 _ASS_BLOCK = re.compile(r"\{[^}]*\}")  # override tags, and the notes some files keep in braces
+_XML_DECLARATION = re.compile(r"^\ufeff?\s*<\?xml[^>]*\?>")
+_BR = "\0"  # where a <br/> broke a TTML paragraph, before its white space is collapsed
+_P_TAG = re.compile(r"<(?:[\w.-]+:)?p[\s/>]")  # a TTML paragraph's start tag, to number its line
+_TT_CLOCK = re.compile(r"(\d+):(\d{2}):(\d{2})(?:\.(\d+)|:(\d+)(?:\.\d+)?)?")  # 00:00:01.5, 00:00:01:12 (frames)
+_TT_OFFSET = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|f|t)")
 
 
 @dataclass(frozen=True)
@@ -95,7 +108,7 @@ def parse_cues(text: str, format: str) -> tuple[list[Cue], list[BadCue]]:
     if format not in SUBTITLE_FORMATS:
         raise ValueError(f"subtitle format must be one of {SUBTITLE_FORMATS}, not {format!r}")
     cues, bad, previous_lines = [], [], ()
-    for parsed in _ass_events(text) if format in ("ass", "ssa") else _block_cues(text, format):
+    for parsed in _events(text, format):
         if isinstance(parsed, BadCue):
             bad.append(parsed)
             previous_lines = ()
@@ -118,6 +131,14 @@ def parse_cues(text: str, format: str) -> tuple[list[Cue], list[BadCue]]:
                 f"ends at {cue.start:.3f} s, not {before.end:.3f} s: the next cue (line {cue.line}) starts then"))
         cues.append(cue)
     return cues, bad
+
+
+def _events(text: str, format: str):
+    if format in ("ass", "ssa"):
+        return _ass_events(text)
+    if format in ("ttml", "dfxp"):
+        return _ttml_cues(text)
+    return _block_cues(text, format)
 
 
 def _block_cues(text: str, format: str):
@@ -158,6 +179,108 @@ def _ass_event(event: dict[str, str], number: int) -> tuple[Cue, tuple[str, ...]
     if not lines:
         return BadCue(number, "cue without text")
     return Cue(round(start, 3), round(end, 3), " ".join(lines), line=number), lines
+
+
+def _ttml_cues(text: str) -> list:
+    """Each timed ``<p>`` of a TTML document: (its cue, its lines) or a `BadCue` (the module's docstring)."""
+    # The declaration goes: a str has no encoding left to declare (its lines stay, for the numbers).
+    text = _XML_DECLARATION.sub(lambda m: "\n" * m.group().count("\n"), text, count=1)
+    try:
+        root = ElementTree.fromstring(text)
+    except ElementTree.ParseError as e:
+        return [BadCue(e.position[0], f"not well-formed XML: {e}")]
+    if _local(root.tag) != "tt":
+        return [BadCue(1, f"not a TTML document: its root is <{_local(root.tag)}>, not <tt>")]
+    # The parameters' namespace moved between DFXP's drafts and TTML: they are found by name alone.
+    parameters = {_local(key): value for key, value in root.attrib.items()}
+    clock = _TTClock(*(parameters.get(name) for name in ("frameRate", "tickRate", "frameRateMultiplier")))
+    lines = iter(number for number, line in enumerate(text.splitlines(), start=1) for _ in _P_TAG.finditer(line))
+    cues = []
+    for p, offset in _timed_paragraphs(root, 0.0, clock):
+        line = next(lines, 0)
+        try:
+            begin, end, duration = (clock.seconds(p.get(key)) for key in ("begin", "end", "dur"))
+        except ValueError as e:
+            cues.append(BadCue(line, str(e)))
+            continue
+        if begin is None or (end is None and duration is None):
+            cues.append(BadCue(line, "cue without a begin and an end (or dur) time"))
+            continue
+        said = tuple(filter(None, (_said(part) for part in _ttml_text(p).split("\n"))))
+        if not said:
+            cues.append(BadCue(line, "cue without text"))
+            continue
+        start = offset + begin
+        stop = offset + end if end is not None else start + duration
+        cues.append((Cue(round(start, 3), round(stop, 3), " ".join(said), line=line), said))
+    return cues
+
+
+@dataclass(frozen=True)
+class _TTClock:
+    """TTML's time expressions in seconds, with the document's frame and tick rates."""
+
+    frame_rate: str | None
+    tick_rate: str | None
+    multiplier: str | None
+
+    def seconds(self, value: str | None) -> float | None:
+        if value is None:
+            return None
+        expression = value.strip()
+        clock = _TT_CLOCK.fullmatch(expression)
+        if clock:
+            hours, minutes, seconds, fraction, frames = clock.groups()
+            total = int(hours) * 3600 + int(minutes) * 60 + int(seconds) + float("0." + (fraction or "0"))
+            return total + (int(frames) / self._frames_per_second() if frames else 0.0)
+        offset = _TT_OFFSET.fullmatch(expression)
+        if not offset:
+            raise ValueError(f"cannot read the time {value!r}")
+        number, unit = float(offset.group(1)), offset.group(2)
+        per_second = {"h": 1 / 3600, "m": 1 / 60, "s": 1.0, "ms": 1000.0, "f": self._frames_per_second(),
+                      "t": float(self.tick_rate) if self.tick_rate else self._frames_per_second()}[unit]
+        return number / per_second
+
+    def _frames_per_second(self) -> float:
+        rate = float(self.frame_rate or 30)
+        if self.multiplier:
+            numerator, _, denominator = self.multiplier.partition(" ")
+            rate *= float(numerator) / float(denominator or 1)
+        return rate
+
+
+def _timed_paragraphs(element, offset: float, clock: _TTClock):
+    """Each ``<p>`` under ``element`` in document order, with the begin of the elements enclosing it."""
+    for child in element:
+        name = _local(child.tag)
+        if name == "p":
+            yield child, offset
+        elif name in ("body", "div"):
+            try:
+                begin = clock.seconds(child.get("begin")) or 0.0
+            except ValueError:
+                begin = 0.0
+            yield from _timed_paragraphs(child, offset + begin, clock)
+        elif name != "head":
+            yield from _timed_paragraphs(child, offset, clock)
+
+
+def _ttml_text(p) -> str:
+    """A paragraph's lines, ``<br/>`` breaking them, spans' text kept; other white space (the file's own
+    line breaks and indents) is one space, as TTML's default ``xml:space`` says."""
+    return "\n".join(" ".join(line.split()) for line in _flat_text(p).split(_BR))
+
+
+def _flat_text(element) -> str:
+    parts = [element.text or ""]
+    for child in element:
+        parts += [_BR if _local(child.tag) == "br" else _flat_text(child), child.tail or ""]
+    return "".join(parts)
+
+
+def _local(tag: str) -> str:
+    """An XML name without its namespace: ``{http://www.w3.org/ns/ttml}p`` -> ``p``."""
+    return tag.rpartition("}")[2]
 
 
 def _timing_problem(cue: Cue, previous: Cue | None) -> str | None:

@@ -17,7 +17,7 @@ from asr.data.importers import (
     prepare_recipe,
     without_annotations,
 )
-from asr.data.subtitles import Cue, parse_cues
+from asr.data.subtitles import BadCue, Cue, parse_cues
 from tests.test_audio import write_with_av
 
 SR = 16000
@@ -281,6 +281,63 @@ def test_folder_reads_substation_alpha(tmp_path):
     (cut,) = import_folder(tmp_path).cuts
     assert [(s.start, s.end, s.text) for s in cut.supervisions] == [
         (1.0, 2.25, "First. Second."), (5.0, 6.5, "Later, with a comma, and a second line")]
+
+
+TTML = """<?xml version="1.0" encoding="UTF-8"?>
+<tt xmlns="http://www.w3.org/ns/ttml" xmlns:ttp="http://www.w3.org/ns/ttml#parameter"
+    ttp:tickRate="10000000" xml:lang="de">
+  <head><styling><style xml:id="s1"/></styling></head>
+  <body>
+    <div>
+      <p begin="00:00:01.000" end="00:00:02.500" style="s1">
+        Guten <span tts:color="yellow" xmlns:tts="http://www.w3.org/ns/ttml#styling">Morgen</span>
+        zusammen.</p>
+      <p begin="25000000t" end="40000000t">- Wer?<br/>- Ich.</p>
+      <p begin="5s" dur="1500ms">ANNA: Wo bist du?</p>
+      <p begin="7s">Ohne Ende.</p>
+      <p begin="8,5s" end="9s">Falsche Zeit.</p>
+    </div>
+    <div begin="10s"><p begin="1s" end="0.05m">Im Abschnitt.</p></div>
+  </body>
+</tt>
+"""
+
+
+def test_ttml_paragraphs_are_cues_in_every_time_expression():
+    cues, bad = parse_cues(TTML, "ttml")
+    assert cues == [Cue(1.0, 2.5, "Guten Morgen zusammen.", 7), Cue(2.5, 4.0, "Wer? Ich.", 10),
+                    Cue(5.0, 6.5, "Wo bist du?", 11), Cue(11.0, 13.0, "Im Abschnitt.", 15)]
+    assert bad == [BadCue(12, "cue without a begin and an end (or dur) time"), BadCue(13, "cannot read the time '8,5s'")]
+
+
+@pytest.mark.parametrize("parameters, begin", [
+    ('ttp:frameRate="25"', 1.48),  # 1 s and 12 frames of 25 a second
+    ('ttp:frameRate="30" ttp:frameRateMultiplier="1000 1001"', 1.4),  # 29.97 a second
+    ("", 1.4),  # 30 a second unless the document says
+])  # fmt: skip
+def test_dfxp_frames_count_at_the_documents_frame_rate(parameters, begin):
+    text = (f'<tt xmlns="http://www.w3.org/2006/10/ttaf1" xmlns:ttp="http://www.w3.org/2006/10/ttaf1#parameter" '
+            f'{parameters}><body><div><p begin="00:00:01:12" end="00:00:03:00">Frames.</p></div></body></tt>')
+    (cue,), _ = parse_cues(text, "dfxp")
+    assert cue.start == round(begin, 3) and cue.end == 3.0
+
+
+def test_a_ttml_file_that_is_not_one_is_one_bad_cue_with_its_line():
+    assert parse_cues('<tt>\n<body><p begin="1s" end="2s">a</body></tt>', "ttml") == (
+        [], [BadCue(2, "not well-formed XML: mismatched tag: line 2, column 32")])
+    assert parse_cues("<html><p>a</p></html>", "dfxp") == ([], [BadCue(1, "not a TTML document: its root is <html>, not <tt>")])
+
+
+def test_folder_reads_ttml(tmp_path):
+    write_audio(tmp_path / "news.wav", 15.0)
+    write_text(tmp_path / "news.de.ttml", TTML)
+    result = import_folder(tmp_path)
+    (cut,) = result.cuts
+    assert [(s.start, s.text, s.language) for s in cut.supervisions] == [
+        (1.0, "Guten Morgen zusammen.", "de"), (2.5, "Wer? Ich.", "de"), (5.0, "Wo bist du?", "de"),
+        (11.0, "Im Abschnitt.", "de")]
+    assert sorted(item.where for item in result.report.skipped) == [
+        f"{tmp_path / 'news.de.ttml'}:12", f"{tmp_path / 'news.de.ttml'}:13"]
 
 
 def test_a_subtitle_with_a_space_after_its_timing_line_keeps_its_text_only_in_webvtt():
