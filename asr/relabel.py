@@ -134,10 +134,8 @@ def candidates(kept: Iterable[Cut], dropped: Iterable[Cut]) -> list[Cut]:
 def training_set(kept: Iterable[Cut], relabelled: Iterable[Cut]) -> CutSet:
     """The kept windows, each relabelled one in place of its kept self, then the other relabelled ones."""
     relabelled = {cut.id: cut for cut in relabelled}
-    out = []
-    for cut in kept:
-        out.append(relabelled.pop(cut.id, cut))
-    return CutSet.from_cuts(out + list(relabelled.values()))
+    in_place = [relabelled.pop(cut.id, cut) for cut in kept]
+    return CutSet.from_cuts(in_place + list(relabelled.values()))
 
 
 @torch.no_grad()
@@ -148,15 +146,14 @@ def relabel_cuts(model: Model, tokenizer: Tokenizer, cuts: Iterable[Cut], rules:
     cuts = list(cuts)
     model.eval()
     options = DecodingOptions(without_timestamps=True, beam_size=beam_size, ctc_weight=default_weight(model))
-    spans = [(cut, i) for cut in cuts for i, sup in enumerate(cut.supervisions)]
+    spans = [(cut, i) for cut in cuts for i in range(len(cut.supervisions))]
     heard, failures = _hear(model, tokenizer, spans, options, batch_size, progress)
     relabelled, rejected, reasons = [], [], Counter()
     for cut in cuts:
-        reason = next((failures[(cut.id, i)] for i in range(len(cut.supervisions)) if (cut.id, i) in failures), None)
+        keys = [(cut.id, i) for i in range(len(cut.supervisions))]
+        reason = next(filter(None, (failures.get(key) or rules.failed(heard[key]) for key in keys)), None)
         if reason is None:
-            reason = next((r for i in range(len(cut.supervisions)) if (r := rules.failed(heard[(cut.id, i)]))), None)
-        if reason is None:
-            relabelled.append(_relabelled(cut, [heard[(cut.id, i)] for i in range(len(cut.supervisions))]))
+            relabelled.append(_relabelled(cut, [heard[key] for key in keys]))
         else:
             reasons[reason] += 1
             rejected.append(fastcopy(cut, custom={**(cut.custom or {}), "relabel_rejected": reason}))
