@@ -358,7 +358,8 @@ class JobConfig:
 
     With ``score_steps`` > 0 the job has two rounds: the first trains on ``data.train`` (the config with
     :func:`first_round_overrides`), and the run itself trains on the scored manifest,
-    :func:`scored_manifest`, which takes the place of ``data.train``.
+    :func:`scored_manifest`, which takes the place of ``data.train``; with ``relabel`` that manifest also
+    holds the windows the first round's model re-transcribed.
     """
 
     corpus: str | None = None  # a folder for the demo corpus (asr-prepare demo); unset: no data stages
@@ -373,6 +374,9 @@ class JobConfig:
     # every training cut with its CTC head (asr.scoring) and trains the run on the cuts it does not flag.
     score_steps: int = 0
     score_mads: float = 3.0  # flag a cut this many scaled MADs above its language's median score
+    # Two rounds only: the first round's model also re-transcribes the windows whose transcript cleaning
+    # dropped (asr.relabel), and the second round trains on them too (README, Relabelling).
+    relabel: bool = False
     first_round: tuple[str, ...] = ()  # key=value overrides for the first round only
 
     def __post_init__(self):
@@ -380,6 +384,8 @@ class JobConfig:
             raise ValueError(f"need hours > 0 and corruption in [0, 1], got {self.hours}, {self.corruption}")
         if self.score_steps < 0 or self.score_mads <= 0:
             raise ValueError(f"need score_steps >= 0 and score_mads > 0, got {self.score_steps}, {self.score_mads}")
+        if self.relabel and not self.score_steps:
+            raise ValueError("relabel needs two rounds: job.score_steps > 0, the first round's model relabelling")
         if any("=" not in item for item in self.first_round):
             raise ValueError(f"first_round entries are key=value overrides, got {list(self.first_round)}")
 
@@ -438,12 +444,16 @@ def with_job_defaults(config: Config) -> Config:
 
 
 def first_round_dir(config: Config) -> Path:
-    """Where a two-round job's first round trains, and its scoring writes (``scored/``)."""
+    """Where a two-round job's first round trains, its scoring writes (``scored/``) and its relabelling
+    (``relabelled/``)."""
     return Path(config.train.output_dir) / "round1"
 
 
 def scored_manifest(config: Config) -> Path:
-    """The cuts a two-round job's first-round model did not flag: the second round's training set."""
+    """The second round's training set: the cuts the first round's model did not flag (``scored/``), with
+    ``job.relabel`` and the windows it re-transcribed (``relabelled/``)."""
+    if config.job.relabel:
+        return first_round_dir(config) / "relabelled" / "train_cuts.jsonl.gz"
     return first_round_dir(config) / "scored" / "kept_cuts.jsonl.gz"
 
 
@@ -451,7 +461,7 @@ def first_round_overrides(config: Config) -> list[str]:
     """The overrides that turn a two-round job's config into its first round's: ``job.score_steps`` steps
     on the configured training set, in :func:`first_round_dir`, with dev loss but no dev decoding (the
     round's model only scores cuts), then ``job.first_round``'s own."""
-    return ["job.score_steps=0", f"train.output_dir={first_round_dir(config)}",
+    return ["job.score_steps=0", "job.relabel=false", f"train.output_dir={first_round_dir(config)}",
             f"optim.max_steps={config.job.score_steps}", "train.eval_every=0", "train.dev_decode_cuts=0",
             *config.job.first_round]
 

@@ -38,6 +38,7 @@ from asr.config import (Config, ConfigError, first_round_dir, first_round_overri
 
 STAGES = ("demo corpus", "weak-label cleaning", "training", "evaluation", "example transcription")
 EVAL_BEAMS = 5  # the evaluation's beam search
+SCORED, RELABELLED, KEPT = "scored", "relabelled", "kept_cuts.jsonl.gz"  # a two-round job's first-round outputs
 
 # What the demo job must reach on its test split (README, "The main job"): label -> (bound, higher is better).
 DEMO_TARGETS = {
@@ -127,8 +128,9 @@ class Job:
 
     def score(self) -> None:
         """Export the first round's model and score its training cuts (asr.scoring); the cuts it keeps are
-        the run's training set (asr.config.scored_manifest). Reused while newer than the model and made
-        with the same ``job.score_mads``; a second round already begun on an earlier scoring is an error,
+        the run's training set (asr.config.scored_manifest), with ``job.relabel`` together with the
+        windows the model re-transcribes (``_relabel``). Reused while newer than the model and made with
+        the same ``job.score_mads``; a second round already begun on an earlier scoring is an error,
         not retrained or reused in silence."""
         from asr.cli import default_device
         from asr.data.dataset import open_cuts
@@ -137,46 +139,80 @@ class Job:
         first_dir = first_round_dir(self.config)
         if _unfinished_steps(self.first) is not None:
             raise RuntimeError(f"{first_dir}: the first round has not finished; run the same command again")
-        kept = scored_manifest(self.config)
-        out = kept.parent
+        out = first_dir / SCORED
         _banner(3, f"scoring the training cuts with the first round's model -> {out}")
         started = time.time()
         model = _export(first_dir)
         report = _read_json(out / "report.json") if _newer(out / "report.json", model) else None
-        reuse = self._same_scoring(report, kept)
-        # The second round writes its config.yaml each time it starts: one older than the scoring, or a
-        # scoring about to be redone, means a second round trained on cuts the scoring no longer keeps.
+        reuse = self._same_scoring(report, out / KEPT)
+        self._check_second_round(out, reuse)
+        if reuse:
+            print(f"reused: {out} ({summary_line(report)})")
+        else:
+            (out / "report.json").unlink(missing_ok=True)
+            cuts = [cut for path in self.first.data.train for cut in open_cuts(path)]
+            score_checkpoint(model, cuts, out, self.config.job.score_mads, device=default_device(), progress=True)
+            self._record("scoring", time.time() - started)
+        if self.config.job.relabel:
+            self._relabel(model, out / KEPT)
+
+    def _relabel(self, model: Path, kept: Path) -> None:
+        """Re-transcribe with the first round's model the windows whose transcript the cleaning of its
+        training set dropped (asr.relabel); the second round's training set is the scoring's kept cuts
+        with them. Reused while newer than the scoring."""
+        from asr.cli import default_device
+        from asr.relabel import relabel_checkpoint, summary_line
+
+        out = first_round_dir(self.config) / RELABELLED
+        scoring = out.parent / SCORED / "report.json"
+        report = _read_json(out / "report.json") if _newer(out / "report.json", scoring) else None
+        self._check_second_round(out, bool(report))
+        if report and scored_manifest(self.config).exists():
+            print(f"reused: {out} ({summary_line(report)})")
+            return
+        started = time.time()
+        (out / "report.json").unlink(missing_ok=True)
+        relabel_checkpoint(model, self._cleaning_dir(), out, device=default_device(), kept=kept)
+        self._record("relabelling", time.time() - started)
+
+    def _cleaning_dir(self) -> Path:
+        """The cleaning's output folder that the first round's training set comes from."""
+        for path in self.first.data.train:
+            folder = Path(path).parent
+            if (folder / "dropped_cuts.jsonl.gz").exists():
+                return folder
+        raise RuntimeError(f"job.relabel: no cleaning output (dropped_cuts.jsonl.gz) beside the first round's "
+                           f"training set {list(self.first.data.train)}; clean it with asr-prepare clean first")
+
+    def _check_second_round(self, out: Path, reuse: bool) -> None:
+        """The second round writes its config.yaml each time it starts: one older than ``out``'s report, or a
+        report about to be redone, means a second round trained on cuts the first round's no longer keep."""
         second_round = self.run_dir / "config.yaml"
         if second_round.exists() and not (reuse and _newer(second_round, out / "report.json")):
             raise RuntimeError(
-                f"{self.run_dir}: holds a second round trained on an earlier scoring of the training cuts "
+                f"{self.run_dir}: holds a second round trained on an earlier {out.name} output of the first round "
                 f"({out}), which {'was redone since' if reuse else 'this config would redo'}; set another "
                 f"train.output_dir, or move {self.run_dir} away (its round1/ can be moved back to reuse the "
                 f"first round)")
-        if reuse:
-            print(f"reused: {out} ({summary_line(report)})")
-            return
-        (out / "report.json").unlink(missing_ok=True)
-        cuts = [cut for path in self.first.data.train for cut in open_cuts(path)]
-        score_checkpoint(model, cuts, out, self.config.job.score_mads, device=default_device(), progress=True)
-        self._record("scoring", time.time() - started)
 
     def scored(self) -> bool:
-        """Whether the scoring that ``score`` makes or reuses for this config is written: the first round
-        finished, and a report made with ``job.score_mads`` after its latest checkpoint. The other nodes of
-        a multi-node job wait for it, so that an earlier job's report, which node 0 is about to redo,
-        does not start their second round."""
+        """Whether the scoring that ``score`` makes or reuses for this config is written (and with
+        ``job.relabel`` the relabelling after it): the first round finished, and a report made with
+        ``job.score_mads`` after its latest checkpoint. The other nodes of a multi-node job wait for it, so
+        that an earlier job's report, which node 0 is about to redo, does not start their second round."""
         from asr import checkpoint
 
         first_dir = first_round_dir(self.config)
-        kept = scored_manifest(self.config)
-        report = kept.parent / "report.json"
+        report = first_dir / SCORED / "report.json"
         tag = checkpoint.read_tag(first_dir / "checkpoints")
         if _unfinished_steps(self.first) is not None or tag is None:
             return False
         if not _newer(report, first_dir / "checkpoints" / tag):
             return False
-        return self._same_scoring(_read_json(report), kept)
+        if self.config.job.relabel and not (_newer(first_dir / RELABELLED / "report.json", report)
+                                            and scored_manifest(self.config).exists()):
+            return False
+        return self._same_scoring(_read_json(report), first_dir / SCORED / KEPT)
 
     def _same_scoring(self, report: dict | None, kept: Path) -> bool:
         """A scoring report made with this config's ``job.score_mads``, its kept cuts written."""
@@ -301,10 +337,13 @@ class Job:
         if self.first:
             from asr.scoring import summary_line
 
-            out = scored_manifest(self.config).parent
-            report = _read_json(out / "report.json")
-            if report:
-                print(f"first round    {first_round_dir(self.config)}: {summary_line(report)}  ({out / 'report.md'})")
+            from asr.relabel import summary_line as relabel_line
+
+            for out, line in ((first_round_dir(self.config) / SCORED, summary_line),
+                              (first_round_dir(self.config) / RELABELLED, relabel_line)):
+                report = _read_json(out / "report.json")
+                if report and (out.name == SCORED or self.config.job.relabel):
+                    print(f"first round    {first_round_dir(self.config)}: {line(report)}  ({out / 'report.md'})")
         summary = _read_json(self.run_dir / "summary.json") or {}
         if summary.get("training_minutes") is not None:
             print(f"training       {training_line(summary)}")

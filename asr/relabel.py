@@ -260,9 +260,10 @@ def evaluate_relabelling(relabelled: Iterable[Cut], rejected: Iterable[Cut]) -> 
 
 def relabel_checkpoint(model_path: str | Path, clean_dir: str | Path, out_dir: str | Path,
                        rules: RelabelRules = RelabelRules(), beam_size: int | None = 5, device: str = "cpu",
-                       progress: bool = True) -> dict[str, Any]:
+                       progress: bool = True, kept: str | Path | None = None) -> dict[str, Any]:
     """Relabel the candidates of a cleaning's output folder (``kept_cuts`` / ``dropped_cuts``) with an
-    exported checkpoint, write the result with its training set to ``out_dir``, print a summary; the report."""
+    exported checkpoint, write the result with its training set to ``out_dir``, print a summary; the report.
+    ``kept``: the manifest the training set starts from (a scoring's kept cuts), if not the cleaning's."""
     from asr.checkpoint import load
     from asr.data.dataset import open_cuts
 
@@ -270,11 +271,11 @@ def relabel_checkpoint(model_path: str | Path, clean_dir: str | Path, out_dir: s
     if loaded.tokenizer is None:
         raise ValueError(f"{model_path}: no tokenizer in the checkpoint (an OpenAI checkpoint cannot relabel cuts yet)")
     clean_dir = Path(clean_dir)
-    kept = list(open_cuts(clean_dir / "kept_cuts.jsonl.gz"))
+    cleaned = list(open_cuts(clean_dir / "kept_cuts.jsonl.gz"))
     dropped = list(open_cuts(clean_dir / "dropped_cuts.jsonl.gz"))
-    result = relabel_cuts(loaded.model, loaded.tokenizer, candidates(kept, dropped), rules, beam_size,
+    result = relabel_cuts(loaded.model, loaded.tokenizer, candidates(cleaned, dropped), rules, beam_size,
                           progress=progress)
-    result.write(out_dir, kept)
+    result.write(out_dir, cleaned if kept is None else open_cuts(kept))
     print(f"{summary_line(result.report)} -> {out_dir}")
     return result.report
 

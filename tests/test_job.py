@@ -153,6 +153,49 @@ def test_the_other_nodes_wait_for_a_scoring_of_this_first_round(tmp_path, monkey
     assert job_main(["scored", str(ROOT / "configs" / "demo.yaml"), f"train.output_dir={tmp_path}"]) == 2
 
 
+def test_a_relabelling_job_trains_its_second_round_on_the_windows_its_first_round_relabelled(tmp_path, monkeypatch):
+    import asr.relabel
+
+    with pytest.raises(ConfigError, match="relabel needs two rounds"):
+        load_config(None, ["job.relabel=true"])
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    (clean / "dropped_cuts.jsonl.gz").write_text("")
+    overrides, _, _, scorings = _scored_first_round(tmp_path, monkeypatch)
+    overrides = [*overrides, "job.relabel=true", f"data.train=[{clean / 'kept_cuts.jsonl.gz'}]"]
+    config = load_config(ROOT / "configs" / "demo.yaml", overrides)
+    first = load_config(ROOT / "configs" / "demo.yaml", [*overrides, *first_round_overrides(config)])
+    relabelled = tmp_path / "round1" / "relabelled"
+    assert config.data.train == (str(relabelled / "train_cuts.jsonl.gz"),)
+    assert first.data.train == (str(clean / "kept_cuts.jsonl.gz"),)
+    calls = []
+
+    def relabel(model, clean_dir, out, **kwargs):
+        calls.append((clean_dir, out, kwargs["kept"]))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_cuts.jsonl.gz").write_text("")
+        (out / "report.json").write_text(json.dumps({"candidates": 2, "relabelled": 1, "rejected": {"x": 1},
+                                                     "evaluation": {}}))
+
+    monkeypatch.setattr(asr.relabel, "relabel_checkpoint", relabel)
+    report = tmp_path / "round1" / "scored" / "report.json"
+    os.utime(report, (time.time() + 5,) * 2)  # scored after the first round's last checkpoint
+    assert not Job(config, first).scored()  # not relabelled yet
+    Job(config, first).score()
+    assert scorings == [] and calls == [(clean, relabelled, tmp_path / "round1" / "scored" / "kept_cuts.jsonl.gz")]
+    os.utime(relabelled / "report.json", (time.time() + 10,) * 2)
+    assert Job(config, first).scored()
+    Job(config, first).score()
+    assert len(calls) == 1  # reused while newer than the scoring
+    os.utime(report, (time.time() + 20,) * 2)  # scored again since: relabelled again
+    Job(config, first).score()
+    assert len(calls) == 2
+    (clean / "dropped_cuts.jsonl.gz").unlink()
+    os.utime(report, (time.time() + 30,) * 2)
+    with pytest.raises(RuntimeError, match="job.relabel: no cleaning output"):
+        Job(config, first).score()
+
+
 def test_targets_table_marks_each_target():
     metrics = {"wer": {"mean_over_languages": {"wer": 0.08}, "languages": {"de": {"wer": 0.05}, "ru": {"wer": 0.25}}},
                "translation": {"bleu": 51.0}, "language_id": {"accuracy": 0.97},

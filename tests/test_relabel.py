@@ -146,3 +146,12 @@ def test_asr_prepare_relabel_writes_the_second_rounds_training_set(corpus, tmp_p
     assert "# Relabelling report" in (tmp_path / "out" / "report.md").read_text()
     assert main(["relabel", str(root), "--model", str(root / "model.pt"), "--out", str(tmp_path / "x"),
                  "--min-language-prob", "2"]) == 2
+
+
+def test_a_second_rounds_training_set_can_start_from_another_kept_set(corpus, tmp_path):
+    root, _, _, kept, _ = corpus
+    CutSet.from_cuts(kept[:1]).to_file(tmp_path / "scored_kept.jsonl.gz")  # what a scoring kept
+    relabel.relabel_checkpoint(root / "model.pt", root, tmp_path / "out", ANY, beam_size=2, progress=False,
+                               kept=tmp_path / "scored_kept.jsonl.gz")
+    relabelled = [c.id for c in open_cuts(tmp_path / "out" / "relabelled_cuts.jsonl.gz")]
+    assert [c.id for c in open_cuts(tmp_path / "out" / "train_cuts.jsonl.gz")] == ["normal", *relabelled]
