@@ -166,8 +166,9 @@ class Job:
         out = first_round_dir(self.config) / RELABELLED
         scoring = out.parent / SCORED / "report.json"
         report = _read_json(out / "report.json") if _newer(out / "report.json", scoring) else None
-        self._check_second_round(out, bool(report))
-        if report and scored_manifest(self.config).exists():
+        reuse = bool(report) and scored_manifest(self.config).exists()
+        self._check_second_round(out, reuse)
+        if reuse:
             print(f"reused: {out} ({summary_line(report)})")
             return
         started = time.time()
