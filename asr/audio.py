@@ -49,6 +49,11 @@ LOG_RANGE = 8.0  # log10 units kept below each utterance's peak: an 80 dB dynami
 MIN_REFLECT_SAMPLES = N_FFT // 2 + 1  # 201: the shortest input a centred (reflect-padded) STFT takes
 
 
+# The kinds of file libsndfile reads, by suffix; others (M4A, MP4, WebM, WMA, ...) go to FFmpeg (PyAV).
+SOUNDFILE_SUFFIXES = frozenset(
+    ".wav .wave .flac .ogg .oga .opus .mp3 .aif .aiff .aifc .au .snd .caf .w64 .rf64 .sph .nist .voc .htk".split())
+
+
 class AudioError(ValueError):
     """A file that cannot be read as audio; the message names the file and says why."""
 
@@ -87,7 +92,7 @@ def _read_mono(path: Path) -> tuple[np.ndarray, int]:
         return audio.mean(axis=1, dtype=np.float32), file_sr
     except Exception as sf_error:
         errors = [sf_error]
-        for read in (read_with_av, _read_with_lhotse):
+        for read in (read_with_av, _read_with_lhotse) if for_ffmpeg(path) else (_read_with_lhotse,):
             try:
                 audio, file_sr = read(path)  # (n_channels, n_samples)
                 return audio.mean(axis=0, dtype=np.float32), file_sr
@@ -111,6 +116,12 @@ def _read_with_lhotse(path: Path) -> tuple[np.ndarray, int]:
 # ---------------------------------------------------------------------------------------------------
 # Containers that libsndfile cannot read (AAC/M4A, MP4 and WebM video, WMA, AMR, ...), through PyAV:
 # FFmpeg's libraries in a wheel, so nothing is installed by hand (Whisper runs the ffmpeg program).
+
+
+def for_ffmpeg(path: str | os.PathLike) -> bool:
+    """Whether a file libsndfile could not read may be one FFmpeg reads: not of a kind libsndfile reads
+    (one of those is corrupt), so that a corpus of WAV and FLAC never loads FFmpeg's libraries."""
+    return Path(path).suffix.lower() not in SOUNDFILE_SUFFIXES
 
 
 def read_with_av(path: str | os.PathLike) -> tuple[np.ndarray, int]:
@@ -164,6 +175,9 @@ class PyAVBackend(AudioBackend):
         audio, rate = self.read_audio(path_or_fd)
         return LibsndfileCompatibleAudioInfo(channels=audio.shape[0], frames=audio.shape[1], samplerate=rate,
                                              duration=audio.shape[1] / rate)
+
+    def is_applicable(self, path_or_fd) -> bool:
+        return isinstance(path_or_fd, (str, os.PathLike)) and for_ffmpeg(path_or_fd)
 
     def supports_info(self) -> bool:
         return True

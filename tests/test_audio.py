@@ -374,3 +374,11 @@ def test_lhotse_reading_is_left_alone_where_the_user_chose_a_backend(monkeypatch
     audio_module.read_any_format_in_lhotse()
     kinds = [type(b) for b in backend.CURRENT_AUDIO_BACKEND.backends]
     assert kinds.index(audio_module.PyAVBackend) == kinds.index(backend.LibsndfileBackend) + 1
+
+
+def test_a_corrupt_file_of_a_kind_libsndfile_reads_never_loads_ffmpeg(tmp_path, monkeypatch):
+    path = write_text(tmp_path / "corrupt.flac")
+    monkeypatch.setattr(audio_module, "read_with_av", lambda p: pytest.fail("PyAV tried on a .flac"))
+    with pytest.raises(AudioError, match="cannot decode audio"):
+        load_audio(path)
+    assert not audio_module.PyAVBackend().is_applicable(path) and audio_module.for_ffmpeg(tmp_path / "a.M4A")

@@ -12,8 +12,10 @@ import yaml
 from lhotse import CutSet
 
 from asr.config import ConfigError, first_round_overrides, load_config
+from asr.data.dataset import open_cuts
 from asr.job import Job, targets_table, training_line, truncation_line
 from asr.job import main as job_main
+from asr.relabel import candidates
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -253,12 +255,12 @@ def test_a_run_whose_time_budget_ended_its_schedule_early_is_finished_under_the_
 
 
 TINY = [
-    "job.hours=0.004", "job.eval_clips=1", "job.seed=3", "tokenizer.vocab_size=400",
+    "job.hours=0.004", "job.eval_clips=1", "job.seed=3", "job.corruption=0.5", "tokenizer.vocab_size=400",
     "model.n_audio_state=32", "model.n_audio_head=2", "model.n_audio_layer=1", "model.n_text_ctx=64",
     "model.n_text_state=32", "model.n_text_head=2", "model.n_text_layer=1",
     "data.num_workers=0", "optim.max_steps=3", "optim.warmup_steps=1", "train.cpu_processes=1",
     "train.zero_stage=0", "train.eval_every=0", "train.save_every=2", "train.dev_decode_cuts=2",
-    "train.max_decode_tokens=8", "job.score_steps=2",
+    "train.max_decode_tokens=8", "job.score_steps=2", "job.relabel=true",
 ]
 
 
@@ -300,16 +302,26 @@ def test_train_sh_runs_every_stage_then_reuses_them(tmp_path):
     assert scored["evaluation"]["n_cuts"] == scored["scored"] > 0  # the truth of the labels is recorded
     kept = CutSet.from_file(first / "scored" / "kept_cuts.jsonl.gz")
     assert len(kept) == scored["cuts"] - scored["flagged"]
+    # and relabelled what the cleaning dropped: the second round trains on the kept cuts and those.
+    clean = tmp_path / "corpus" / "clean"
+    relabelling = json.loads((first / "relabelled" / "report.json").read_text())
+    assert relabelling["candidates"] == len(candidates(open_cuts(clean / "kept_cuts.jsonl.gz"),
+                                                       open_cuts(clean / "dropped_cuts.jsonl.gz"))) > 0
+    relabelled = [c.id for c in open_cuts(first / "relabelled" / "relabelled_cuts.jsonl.gz")]
+    assert len(relabelled) == relabelling["relabelled"]
+    trained_on = [c.id for c in open_cuts(first / "relabelled" / "train_cuts.jsonl.gz")]
+    assert set(trained_on) == {c.id for c in kept} | set(relabelled) and len(trained_on) == len(set(trained_on))
     config = yaml.safe_load((run / "config.yaml").read_text())
-    assert config["data"]["train"] == [str(first / "scored" / "kept_cuts.jsonl.gz")]
+    assert config["data"]["train"] == [str(first / "relabelled" / "train_cuts.jsonl.gz")]
     assert f"first round    {first}: scored {scored['scored']} of {scored['cuts']} cuts" in out
+    assert f"first round    {first}: relabelled {relabelling['relabelled']} of {relabelling['candidates']}" in out
 
     trained = (run / "summary.json").stat().st_mtime
     again = _train_sh(tmp_path)
     assert "(reused)" in again  # the corpus
     assert "reused: " + str(tmp_path / "corpus" / "clean") in again
     assert "training -- first round, to score the training cuts: reused" in again
-    assert f"reused: {first / 'scored'}" in again
+    assert f"reused: {first / 'scored'}" in again and f"reused: {first / 'relabelled'}" in again
     assert "training -- second round, on the cuts the first round's model kept: reused" in again
     assert f"reused: {run / 'model.pt'}" in again and f"reused: {run / 'eval' / 'metrics.json'}" in again
     assert (run / "summary.json").stat().st_mtime == trained  # training was not launched again

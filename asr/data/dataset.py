@@ -13,6 +13,7 @@ restores the sampler's state gets exactly the batches the uninterrupted run woul
 
 from __future__ import annotations
 
+import itertools
 import random
 import warnings
 import zlib
@@ -228,12 +229,14 @@ def balance_languages(cuts: CutSet, temperature: float, seed: int = 0) -> CutSet
 
 def make_sampler(cuts: CutSet, options: DataConfig, shuffle: bool, world_size: int = 1, rank: int = 0,
                  seed: int = 0) -> DynamicBucketingSampler:
-    """Duration-bucketed batches of at most ``options.max_duration`` seconds, split across ranks."""
+    """Duration-bucketed batches of at most ``options.max_duration`` seconds, split across ranks; a set of
+    fewer cuts than ``options.num_buckets`` gets a bucket a cut (lhotse refuses more buckets than cuts)."""
+    n_cuts = sum(1 for _ in itertools.islice(cuts, options.num_buckets))
     return DynamicBucketingSampler(
         cuts,
         max_duration=options.max_duration,
         quadratic_duration=options.quadratic_duration,
-        num_buckets=options.num_buckets,
+        num_buckets=max(1, min(options.num_buckets, n_cuts)),
         shuffle=shuffle,
         drop_last=False,
         world_size=world_size,

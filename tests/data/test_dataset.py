@@ -176,6 +176,15 @@ def test_sampler_covers_every_cut_and_resumes_on_the_next_batch(corpus, tok):
     assert [[c.id for c in b] for b in restored] == batches[1:]
 
 
+def test_a_set_smaller_than_its_buckets_is_sampled_a_bucket_a_cut(corpus, tmp_path):
+    few = corpus.subset(first=3)
+    few.to_file(tmp_path / "few.jsonl.gz")
+    for cuts in (few, CutSet.from_jsonl_lazy(tmp_path / "few.jsonl.gz")):  # eager, and lazy
+        batches = [[c.id for c in b] for b in make_sampler(cuts, DataConfig(max_duration=5.0, num_buckets=10),
+                                                          shuffle=True)]
+        assert sorted(sum(batches, [])) == sorted(c.id for c in few)
+
+
 def test_loader_with_a_worker_gives_the_same_batches(corpus, tok):
     options = DataConfig(max_duration=6.0, num_buckets=2)
     dataset = MultitaskDataset(tok, options, n_mels=80, train=True, seed=1)
