@@ -231,7 +231,7 @@ def make_sampler(cuts: CutSet, options: DataConfig, shuffle: bool, world_size: i
                  seed: int = 0) -> DynamicBucketingSampler:
     """Duration-bucketed batches of at most ``options.max_duration`` seconds, split across ranks; a set of
     fewer cuts than ``options.num_buckets`` gets a bucket a cut (lhotse refuses more buckets than cuts)."""
-    n_cuts = sum(1 for _ in itertools.islice(cuts, options.num_buckets))
+    n_cuts = _count_up_to(cuts, options.num_buckets)
     return DynamicBucketingSampler(
         cuts,
         max_duration=options.max_duration,
@@ -243,6 +243,18 @@ def make_sampler(cuts: CutSet, options: DataConfig, shuffle: bool, world_size: i
         rank=rank,
         seed=seed,
     )
+
+
+def _count_up_to(cuts: CutSet, limit: int) -> int:
+    """How many cuts ``cuts`` has, counting no further than ``limit`` (a lazy set may be endless); the
+    iterator is closed at once, so that no half-read manifest is left open for the interpreter's exit."""
+    iterator = iter(cuts)
+    try:
+        return sum(1 for _ in itertools.islice(iterator, limit))
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
 
 
 def make_loader(dataset: MultitaskDataset, sampler, num_workers: int = 0) -> DataLoader:
