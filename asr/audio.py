@@ -98,21 +98,23 @@ def _read_mono(path: Path) -> tuple[np.ndarray, int]:
                 return audio.mean(axis=0, dtype=np.float32), file_sr
             except Exception as e:
                 errors.append(e)
-        reasons = "; ".join(getattr(e, "error_string", None) or _first_line(e) for e in errors[:2])
+        reasons = "; ".join(getattr(e, "error_string", None) or first_line(e) for e in errors[:2])
         raise AudioError(f"{path}: cannot decode audio (unsupported or corrupt format: {reasons})") from sf_error
 
 
-def _first_line(error: Exception) -> str:
+def first_line(error) -> str:
+    """An error's (or a message's) first line, for a one-line report; its type's name where it has none."""
     lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__
 
 
 def _read_with_lhotse(path: Path) -> tuple[np.ndarray, int]:
-    # Imported here: only files that soundfile and PyAV cannot decode need lhotse.
     from lhotse.audio import read_audio
 
     audio, file_sr = read_audio(path)
     return np.atleast_2d(np.asarray(audio, dtype=np.float32)), int(file_sr)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Containers that libsndfile cannot read (AAC/M4A, MP4 and WebM video, WMA, AMR, ...), through PyAV:
 # FFmpeg's libraries in a wheel, so nothing is installed by hand (Whisper runs the ffmpeg program).
@@ -196,6 +198,7 @@ def read_any_format_in_lhotse() -> None:
     at = next((i + 1 for i, b in enumerate(backends) if isinstance(b, lhotse_backend.LibsndfileBackend)), 0)
     lhotse_backend.set_current_audio_backend(
         lhotse_backend.CompositeAudioBackend([*backends[:at], PyAVBackend(), *backends[at:]]))
+
 
 read_any_format_in_lhotse()
 

@@ -67,6 +67,7 @@ from lhotse.audio import AudioSource
 from lhotse.cut import Cut, MultiCut
 from lhotse.utils import fastcopy
 
+from asr.audio import first_line as _first_line
 from asr.audio import read_any_format_in_lhotse
 from asr.data.subtitles import Cue, parse_cues
 from asr.tokenizer import LANGUAGES
@@ -306,11 +307,6 @@ def _probe_command(command: str, recording_id: str) -> Recording:
         num_samples=header.num_samples,
         duration=header.duration,
     )
-
-
-def _first_line(error) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
 
 
 def _read_text(path: Path, notes: list[str]) -> str:
