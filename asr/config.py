@@ -443,6 +443,9 @@ def with_job_defaults(config: Config) -> Config:
     return config
 
 
+SCORED, RELABELLED, KEPT = "scored", "relabelled", "kept_cuts.jsonl.gz"  # a two-round job's first-round outputs
+
+
 def first_round_dir(config: Config) -> Path:
     """Where a two-round job's first round trains, its scoring writes (``scored/``) and its relabelling
     (``relabelled/``)."""
@@ -453,8 +456,8 @@ def scored_manifest(config: Config) -> Path:
     """The second round's training set: the cuts the first round's model did not flag (``scored/``), with
     ``job.relabel`` and the windows it re-transcribed (``relabelled/``)."""
     if config.job.relabel:
-        return first_round_dir(config) / "relabelled" / "train_cuts.jsonl.gz"
-    return first_round_dir(config) / "scored" / "kept_cuts.jsonl.gz"
+        return first_round_dir(config) / RELABELLED / "train_cuts.jsonl.gz"
+    return first_round_dir(config) / SCORED / KEPT
 
 
 def first_round_overrides(config: Config) -> list[str]:

@@ -33,12 +33,11 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from asr.config import (Config, ConfigError, first_round_dir, first_round_overrides, load_config, scored_manifest,
-                        to_dict)
+from asr.config import (KEPT, RELABELLED, SCORED, Config, ConfigError, first_round_dir, first_round_overrides,
+                        load_config, scored_manifest, to_dict)
 
 STAGES = ("demo corpus", "weak-label cleaning", "training", "evaluation", "example transcription")
 EVAL_BEAMS = 5  # the evaluation's beam search
-SCORED, RELABELLED, KEPT = "scored", "relabelled", "kept_cuts.jsonl.gz"  # a two-round job's first-round outputs
 
 # What the demo job must reach on its test split (README, "The main job"): label -> (bound, higher is better).
 DEMO_TARGETS = {
