@@ -165,6 +165,15 @@ def test_run_reports_the_corrupt_file_and_the_empty_transcript(reference):
     assert read_tag(reference / "checkpoints") == f"step-{STEPS:08d}"
 
 
+def test_tensorboard_holds_every_logged_step_when_the_run_ends(reference):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(reference / "tensorboard"))
+    events.Reload()
+    assert [event.step for event in events.Scalars("loss")] == sorted(losses(reference))
+    assert [event.step for event in events.Scalars("dev_loss")] == [STEPS]  # the last record of the run
+
+
 def test_one_process_without_zero_skips_the_all_reduce_and_matches_the_reference(corpus, reference, tmp_path):
     launch(corpus, tmp_path, 1, "train.zero_stage=0", "train.grad_accum=2")
     one, reference_losses = losses(tmp_path), losses(reference)
