@@ -108,6 +108,37 @@ def test_the_language_heard_replaces_the_label_and_is_recorded(corpus, monkeypat
     assert result.report["evaluation"]["relabelled"]["language_right"] == 0
 
 
+def test_a_transcript_one_word_from_the_label_confirms_the_labels_words(corpus, monkeypatch):
+    _, model, tokenizer, _, dropped = corpus
+    # "Heute die Katze." / "Der Vater liest.": one word off, then two
+    heard = {("two", 0): _heard("Heute sieht die Katze."), ("two", 1): _heard("Der Onkel schreibt.")}
+    monkeypatch.setattr(relabel, "_hear", lambda *args: (heard, {}))
+    result = relabel_cuts(model, tokenizer, [dropped[1]])
+    first, second = result.relabelled[0].supervisions
+    assert (first.text, first.custom["relabel"].get("label_confirmed")) == ("Heute die Katze.", True)
+    assert (second.text, second.custom["relabel"].get("label_confirmed")) == ("Der Onkel schreibt.", None)
+    assert result.report["labels_confirmed"] == 1
+    never = relabel_cuts(model, tokenizer, [dropped[1]], RelabelRules(keep_label_within=-1))
+    assert [s.text for s in never.relabelled[0].supervisions] == ["Heute sieht die Katze.", "Der Onkel schreibt."]
+    assert never.report["labels_confirmed"] == 0
+
+
+def test_a_confirmed_label_keeps_its_words_written_as_the_model_writes_them():
+    one = RelabelRules(keep_label_within=1)
+    # a label stripped of case and punctuation, the model one word wrong: the label's word in the model's writing
+    assert one.confirmed(_heard("Heute sieht die Maus den Hund."), "heute sieht die katze den hund") == \
+        "Heute sieht die katze den Hund."
+    assert one.confirmed(_heard("Heute sieht die Katze den Hund."), "HEUTE SIEHT DIE KATZE DEN HUND") == \
+        "Heute sieht die Katze den Hund."
+    assert one.confirmed(_heard("Der Vater liest."), "Der Vater liest ein Buch.") is None  # two words left out
+    assert one.confirmed(_heard("猫が見る", language="ja"), "猫が見た") == "猫が見た"  # characters
+    assert one.confirmed(_heard(""), "Heute.") is None
+    assert RelabelRules(keep_label_within=0).confirmed(_heard("Heute – die Katze"), "heute – die katze.") == \
+        "Heute – die Katze"
+    with pytest.raises(ValueError, match="keep_label_within"):
+        RelabelRules(keep_label_within=-2)
+
+
 def test_the_rules_are_checked_in_order_with_inclusive_bounds():
     rules = RelabelRules()
     assert rules.failed(_heard("a", logprob=-1.0, no_speech=0.5, language_prob=0.5, ratio=2.4)) is None
@@ -122,7 +153,7 @@ def test_the_rules_are_checked_in_order_with_inclusive_bounds():
 
 def test_the_training_set_puts_relabelled_windows_in_place_of_their_kept_selves(corpus):
     _, _, _, kept, dropped = corpus
-    mended = [relabel._relabelled(c, [_heard("x")] * len(c.supervisions)) for c in (kept[1], dropped[1])]
+    mended = [relabel._relabelled(c, [_heard("x")] * len(c.supervisions), RelabelRules()) for c in (kept[1], dropped[1])]
     out = training_set(kept, mended)
     assert [c.id for c in out] == ["normal", "only-translation", "pair", "two"]
     assert out["only-translation"].custom == {"relabelled_from": ["lower_case"]}

@@ -125,6 +125,8 @@ def _parser() -> argparse.ArgumentParser:
                        ("max_no_speech_prob", "the highest no-speech probability"),
                        ("min_language_prob", "the language ID's least probability")):
         relabel.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(rules, name), help=help)
+    relabel.add_argument("--keep-label-within", type=int, default=rules.keep_label_within,
+                         help="a transcript this many words or fewer from the label keeps the label's words (-1: never)")
     relabel.add_argument("--device", default=default_device())
     relabel.set_defaults(run=_relabel)
 
