@@ -247,7 +247,7 @@ def make_sampler(cuts: CutSet, options: DataConfig, shuffle: bool, world_size: i
 
 def _count_up_to(cuts: CutSet, limit: int) -> int:
     """How many cuts ``cuts`` has, counting no further than ``limit`` (a lazy set may be endless); the
-    iterator is closed at once, so that no half-read manifest is left open for the interpreter's exit."""
+    iterator is closed at once rather than left half-read with its manifest file open."""
     iterator = iter(cuts)
     try:
         return sum(1 for _ in itertools.islice(iterator, limit))
