@@ -378,6 +378,13 @@ class JobConfig:
     # dropped (asr.relabel), and the second round trains on them too (README, Relabelling).
     relabel: bool = False
     first_round: tuple[str, ...] = ()  # key=value overrides for the first round only
+    # Two rounds only: the second round starts from the first round's model and vocabulary (train.init_from,
+    # tokenizer.path: <output_dir>/round1/model.pt and tokenizer.model) rather than from scratch, and
+    # second_round gives it its own, shorter schedule (README, Relabelling with a trained model).
+    warm_start: bool = False
+    # key=value overrides for the second round only, the run itself: applied after the command line's, and
+    # only while score_steps > 0, so the first round (job.score_steps=0) never sees them.
+    second_round: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.hours <= 0 or not 0 <= self.corruption <= 1:
@@ -386,8 +393,11 @@ class JobConfig:
             raise ValueError(f"need score_steps >= 0 and score_mads > 0, got {self.score_steps}, {self.score_mads}")
         if self.relabel and not self.score_steps:
             raise ValueError("relabel needs two rounds: job.score_steps > 0, the first round's model relabelling")
-        if any("=" not in item for item in self.first_round):
-            raise ValueError(f"first_round entries are key=value overrides, got {list(self.first_round)}")
+        if self.warm_start and not self.score_steps:
+            raise ValueError("warm_start needs two rounds: job.score_steps > 0, the first round's model to start from")
+        for name in ("first_round", "second_round"):
+            if any("=" not in item for item in getattr(self, name)):
+                raise ValueError(f"{name} entries are key=value overrides, got {list(getattr(self, name))}")
 
 
 @functools.lru_cache(maxsize=16)
@@ -430,16 +440,37 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     sources = {"": source}
     for item in overrides:
         sources[item.partition("=")[0].strip()] = f"override {item!r}"
+    for item in _second_round(raw):
+        key, value = _parse_override(item)
+        if key.startswith("job."):
+            raise ConfigError(f"job.second_round: {item!r}: the job's own settings are the same in both rounds")
+        _set_dotted(raw, key, value)
+        sources[key] = f"job.second_round {item!r}"
     return with_job_defaults(from_dict(Config, _expand_model_preset(raw, source), sources))
+
+
+def _second_round(raw: Mapping[str, Any]) -> list[str]:
+    """A two-round job's overrides for its second round (``job.second_round`` while ``job.score_steps`` > 0),
+    the run itself; [] for one round. A value of the wrong type is left for JobConfig to report."""
+    job = raw.get("job")
+    if not isinstance(job, Mapping) or not job.get("score_steps") or not isinstance(job.get("second_round"), list):
+        return []
+    return [item for item in job["second_round"] if isinstance(item, str) and "=" in item]
 
 
 def with_job_defaults(config: Config) -> Config:
     """Fill the data manifests a demo-corpus job leaves unset, and point a two-round job's training at
-    its first round's scored cuts (see :class:`JobConfig`)."""
+    its first round's scored cuts, with ``job.warm_start`` its start at the first round's model (see
+    :class:`JobConfig`)."""
     if config.job.corpus:
         config = _with_corpus_defaults(config)
     if config.job.score_steps:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, train=(str(scored_manifest(config)),)))
+    if config.job.warm_start:
+        first = first_round_dir(config)
+        config = dataclasses.replace(
+            config, train=dataclasses.replace(config.train, init_from=str(first / "model.pt")),
+            tokenizer=dataclasses.replace(config.tokenizer, path=str(first / "tokenizer.model")))
     return config
 
 
@@ -464,7 +495,7 @@ def first_round_overrides(config: Config) -> list[str]:
     """The overrides that turn a two-round job's config into its first round's: ``job.score_steps`` steps
     on the configured training set, in :func:`first_round_dir`, with dev loss but no dev decoding (the
     round's model only scores cuts), then ``job.first_round``'s own."""
-    return ["job.score_steps=0", "job.relabel=false", f"train.output_dir={first_round_dir(config)}",
+    return ["job.score_steps=0", "job.relabel=false", "job.warm_start=false", f"train.output_dir={first_round_dir(config)}",
             f"optim.max_steps={config.job.score_steps}", "train.eval_every=0", "train.dev_decode_cuts=0",
             *config.job.first_round]
 

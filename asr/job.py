@@ -120,9 +120,10 @@ class Job:
         run_dir = Path(config.train.output_dir)
         done = _unfinished_steps(config) is None
         what = ("first round, to score the training cuts: " if first_round else
+                "second round, from the first round's model, on the cuts it kept: " if config.job.warm_start else
                 "second round, on the cuts the first round's model kept: " if self.first else "")
-        _banner(3, what + ("reused: " + str(run_dir) if done else
-                           f"vocabulary and model, {_steps(config)} -> {run_dir}"))
+        trained = "model" if config.job.warm_start else "vocabulary and model"
+        _banner(3, what + ("reused: " + str(run_dir) if done else f"{trained}, {_steps(config)} -> {run_dir}"))
         return not done
 
     def score(self) -> None:

@@ -59,6 +59,30 @@ def test_a_two_round_job_trains_on_the_cuts_its_first_round_kept():
         load_config(None, ["job.first_round=[optim.lr]"])
 
 
+def test_a_warm_started_second_round_starts_from_the_first_rounds_model_on_its_own_schedule():
+    base = ["job.corpus=c", "train.output_dir=r", "job.score_steps=7", "job.warm_start=true", "optim.lr=1e-3",
+            "job.second_round=[optim.max_steps=3,optim.lr=2e-4,optim.ctc_only_steps=0]"]
+    config = load_config(ROOT / "configs" / "demo.yaml", base)
+    assert (config.train.init_from, config.tokenizer.path) == ("r/round1/model.pt", "r/round1/tokenizer.model")
+    assert (config.optim.max_steps, config.optim.lr, config.optim.ctc_only_steps) == (3, 2e-4, 0)
+    assert config.data.train == ("r/round1/scored/kept_cuts.jsonl.gz",)
+    first = load_config(ROOT / "configs" / "demo.yaml", [*base, *first_round_overrides(config)])
+    assert (first.train.init_from, first.tokenizer.path) == (None, None)  # the first round starts from scratch
+    assert (first.optim.max_steps, first.optim.lr, first.optim.ctc_only_steps) == (7, 1e-3, 400)
+    cold = load_config(ROOT / "configs" / "demo.yaml", [*base, "job.warm_start=false"])
+    assert (cold.train.init_from, cold.tokenizer.path, cold.optim.lr) == (None, None, 2e-4)
+    one_round = load_config(ROOT / "configs" / "demo.yaml", ["job.second_round=[optim.lr=2e-4]"])
+    assert one_round.optim.lr == 6e-4  # one round: the second round's overrides do not apply
+    with pytest.raises(ConfigError, match="warm_start needs two rounds"):
+        load_config(None, ["job.warm_start=true"])
+    with pytest.raises(ConfigError, match="the job's own settings are the same in both rounds"):
+        load_config(None, ["job.score_steps=5", "job.second_round=[job.relabel=true]"])
+    with pytest.raises(ConfigError, match="second_round entries are key=value"):
+        load_config(None, ["job.score_steps=5", "job.second_round=[optim.lr]"])
+    with pytest.raises(ConfigError, match="job.second_round 'optim.lr=fast'.*optim.lr must be a number"):
+        load_config(None, ["job.score_steps=5", "job.second_round=[optim.lr=fast]"])
+
+
 def test_scoring_needs_a_finished_first_round(tmp_path, capsys):
     overrides = [f"train.output_dir={tmp_path}", "job.score_steps=5"]
     config = load_config(ROOT / "configs" / "demo.yaml", overrides)

@@ -309,6 +309,18 @@ def test_autocast_computes_in_bf16_over_fp32_weights(corpus, tmp_path):
     assert config.train.autocast == "bf16" and {p.dtype for p in model.parameters()} == {torch.float32}
 
 
+def test_a_run_from_a_checkpoint_starts_from_its_weights_and_vocabulary(corpus, tmp_path):
+    launch(corpus, tmp_path / "first", 1, "optim.max_steps=2", "data.dev=[]")
+    first = export(tmp_path / "first", tmp_path / "first.pt")
+    # A second run at learning rate 0 ends with the weights it started from
+    launch(corpus, tmp_path / "second", 1, "optim.max_steps=1", "data.dev=[]", "optim.lr=0", f"train.init_from={first}",
+           f"tokenizer.path={tmp_path / 'first' / 'tokenizer.model'}")
+    assert (tmp_path / "second" / "tokenizer.model").read_bytes() == (tmp_path / "first" / "tokenizer.model").read_bytes()
+    started, ended = load(first)[0].state_dict(), load(export(tmp_path / "second", tmp_path / "second.pt"))[0].state_dict()
+    # (a fresh start would end with its own random weights)
+    assert started.keys() == ended.keys() and all(torch.equal(started[k], ended[k]) for k in started)
+
+
 def test_autocast_is_refused_over_lower_precision_weights_and_in_fp16_on_cpu(corpus):
     config = load_config(corpus / "config.yaml", ["train.autocast=bf16"])
     assert deepspeed_config(config, torch.device("cpu"))["torch_autocast"] == {"enabled": True, "dtype": "bf16"}
