@@ -284,7 +284,8 @@ TINY = [
     "model.n_text_state=32", "model.n_text_head=2", "model.n_text_layer=1",
     "data.num_workers=0", "optim.max_steps=3", "optim.warmup_steps=1", "train.cpu_processes=1",
     "train.zero_stage=0", "train.eval_every=0", "train.save_every=2", "train.dev_decode_cuts=2",
-    "train.max_decode_tokens=8", "job.score_steps=2", "job.relabel=true",
+    "train.max_decode_tokens=8", "job.score_steps=2", "job.relabel=true", "job.warm_start=true",
+    "job.second_round=[optim.max_steps=4]",
 ]
 
 
@@ -306,7 +307,7 @@ def test_train_sh_runs_every_stage_then_reuses_them(tmp_path):
                                     "example transcription"], start=1):
         assert f"== stage {number}/5: {stage}" in out
     run = tmp_path / "run"
-    assert json.loads((run / "summary.json").read_text())["steps"] == 3
+    assert json.loads((run / "summary.json").read_text())["steps"] == 4  # the second round's own schedule
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     assert {"wer", "translation", "language_id", "no_speech", "timestamps"} <= set(metrics)
     assert (run / "eval" / "report.md").exists() and (run / "model.pt").exists()
@@ -337,6 +338,10 @@ def test_train_sh_runs_every_stage_then_reuses_them(tmp_path):
     assert set(trained_on) == {c.id for c in kept} | set(relabelled) and len(trained_on) == len(set(trained_on))
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["data"]["train"] == [str(first / "relabelled" / "train_cuts.jsonl.gz")]
+    # The second round started from the first round's model and vocabulary (job.warm_start)
+    assert config["train"]["init_from"] == str(first / "model.pt")
+    assert (run / "tokenizer.model").read_bytes() == (first / "tokenizer.model").read_bytes()
+    assert "second round, from the first round's model, on the cuts it kept: model, 4 steps" in out
     assert f"first round    {first}: scored {scored['scored']} of {scored['cuts']} cuts" in out
     assert f"first round    {first}: relabelled {relabelling['relabelled']} of {relabelling['candidates']}" in out
 
@@ -346,6 +351,6 @@ def test_train_sh_runs_every_stage_then_reuses_them(tmp_path):
     assert "reused: " + str(tmp_path / "corpus" / "clean") in again
     assert "training -- first round, to score the training cuts: reused" in again
     assert f"reused: {first / 'scored'}" in again and f"reused: {first / 'relabelled'}" in again
-    assert "training -- second round, on the cuts the first round's model kept: reused" in again
+    assert "training -- second round, from the first round's model, on the cuts it kept: reused" in again
     assert f"reused: {run / 'model.pt'}" in again and f"reused: {run / 'eval' / 'metrics.json'}" in again
     assert (run / "summary.json").stat().st_mtime == trained  # training was not launched again
