@@ -6,7 +6,8 @@ an evaluated model::
     python -m asr.job finish CONFIG [...]               # 4 export + evaluation, 5 an example transcription
 
 A two-round job (``job.score_steps`` > 0) trains a short first round, scores the training cuts with it
-and trains the run on the cuts it keeps (asr.scoring)::
+and trains the run on the cuts it keeps (asr.scoring), from scratch or, with ``job.warm_start``, from the
+first round's model on a schedule of its own (``job.second_round``)::
 
     python -m asr.job first-round CONFIG [...]          # the first round's overrides, one per line
     python -m asr.job needs-training --first-round CONFIG [...]
