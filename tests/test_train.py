@@ -312,9 +312,10 @@ def test_autocast_computes_in_bf16_over_fp32_weights(corpus, tmp_path):
 def test_a_run_from_a_checkpoint_starts_from_its_weights_and_vocabulary(corpus, tmp_path):
     launch(corpus, tmp_path / "first", 1, "optim.max_steps=2", "data.dev=[]")
     first = export(tmp_path / "first", tmp_path / "first.pt")
-    # A second run at learning rate 0 ends with the weights it started from
+    # A second run at learning rate 0 ends with the weights it started from. Its vocabulary is the given one:
+    # a vocabulary trained anew at this size would be an error.
     launch(corpus, tmp_path / "second", 1, "optim.max_steps=1", "data.dev=[]", "optim.lr=0", f"train.init_from={first}",
-           f"tokenizer.path={tmp_path / 'first' / 'tokenizer.model'}")
+           f"tokenizer.path={tmp_path / 'first' / 'tokenizer.model'}", "tokenizer.vocab_size=10")
     assert (tmp_path / "second" / "tokenizer.model").read_bytes() == (tmp_path / "first" / "tokenizer.model").read_bytes()
     started, ended = load(first)[0].state_dict(), load(export(tmp_path / "second", tmp_path / "second.pt"))[0].state_dict()
     # (a fresh start would end with its own random weights)
