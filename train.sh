@@ -32,6 +32,8 @@ if ! .venv/bin/python -c "import asr, deepspeed" 2>/dev/null; then
 fi
 PY=.venv/bin/python
 export PYTHONUNBUFFERED=1
+# Progress bars written to a log file (nohup, CI) update every 10 s rather than ten times a second.
+[ -t 2 ] || export TQDM_MININTERVAL=${TQDM_MININTERVAL:-10}
 
 NNODES=${NNODES:-1}
 MAIN_NODE=$([ "${NODE_RANK:-0}" = 0 ] && echo 1 || echo 0)
